@@ -30,6 +30,7 @@ class GenerationConfig(BaseModel):
     top_k: int | None = Field(None, ge=1)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     num_beams: int = Field(4, ge=1)
+    length_penalty: float = 1.0
     stop: list[str] = Field(default_factory=list)
     seed: int | None = 0
 
