@@ -59,11 +59,16 @@ class Decoder:
         self.config = config
         self.tokenizer = bank.tokenizer
 
-    def combine(self, logprobs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def combine(self, logprobs: torch.Tensor, weights: torch.Tensor, step: int) -> torch.Tensor:
         """Combined log-probs ``[B, V]`` from the bank's ``[R, B, V]`` (reference first, if any)."""
         if self.bank.has_reference:
-            return combine_logprobs(logprobs[0], logprobs[1:], weights, self.divergence)
-        return combine_logprobs(None, logprobs, weights, self.divergence)
+            combined = combine_logprobs(logprobs[0], logprobs[1:], weights, self.divergence)
+        else:
+            combined = combine_logprobs(None, logprobs, weights, self.divergence)
+        if step < self.config.min_new_tokens:  # forbid EOS, renormalise over the rest
+            combined[:, sorted(self.bank.eos_ids)] = float("-inf")
+            combined = torch.log_softmax(combined, dim=-1)
+        return combined
 
     def _ref(self, logprobs: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor) -> list[float | None]:
         if not self.bank.has_reference:
@@ -96,8 +101,8 @@ class Decoder:
             generator = torch.Generator(device=self.bank.device).manual_seed(cfg.seed)
         active = torch.arange(len(prompts), device=self.bank.device)
         logprobs = self.bank.start(prompts)
-        while True:
-            combined = self.combine(logprobs, self.weights[active])
+        for step in range(cfg.max_new_tokens):
+            combined = self.combine(logprobs, self.weights[active], step)
             if cfg.strategy == "sample":
                 scores = torch.log_softmax(warpers(None, combined), dim=-1)
                 tokens = torch.multinomial(scores.exp(), 1, generator=generator).squeeze(-1)
@@ -146,8 +151,8 @@ class Decoder:
         def final(score: float, seq: Draft) -> tuple[float, Draft]:
             return score / len(seq.ids) ** cfg.length_penalty, seq
 
-        for _ in range(cfg.max_new_tokens):
-            combined = self.combine(logprobs, weights).double()
+        for step in range(cfg.max_new_tokens):
+            combined = self.combine(logprobs, weights, step).double()
             total = (scores.view(-1, 1) + combined).view(n, beams * vocab)
             top_scores, top_ids = total.topk(min(2 * beams, beams * vocab), dim=-1)
             origin, next_tokens, next_scores, next_live = [], [], [], []

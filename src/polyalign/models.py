@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
 from polyalign.devices import resolve_device, resolve_dtype
 from polyalign.errors import ModelLoadError
@@ -147,10 +148,15 @@ def load_model(
         return _CACHE[key]
     source = resolve_source(spec)
     tokenizer = load_tokenizer(spec, trust_remote_code=trust_remote_code)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a sub-second load needs no bar of its own
     try:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dt, trust_remote_code=trust_remote_code)
     except Exception as exc:
         raise ModelLoadError(f"could not load model {spec!r}: {exc}") from exc
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     model.to(dev).eval()
     model.requires_grad_(False)
     loaded = LoadedModel(name=spec, model=model, tokenizer=tokenizer)
