@@ -216,10 +216,21 @@ def test_stop_strings_and_streaming(tiny_models, tiny_tokenizer):
         assert [e.token_id for e in events if e.index == i] == gen.token_ids
     text = full[0].text
     stop = text[len(text) // 2: len(text) // 2 + 2]
-    if stop.strip():
-        stopped = mod.generate(PROMPTS[0], [0.5, 0.5], config=GenerationConfig(max_new_tokens=12, stop=[stop]))[0]
-        assert stopped.finish_reason == "stop"
-        assert stopped.text == text[: text.find(stop)]
+    assert stop.strip()
+    stop_config = GenerationConfig(max_new_tokens=12, stop=[stop])
+    stopped = mod.generate(PROMPTS[0], [0.5, 0.5], config=stop_config)[0]
+    assert stopped.finish_reason == "stop"
+    assert stopped.text == text[: text.find(stop)]
+    streamed = "".join(e.text for e in mod.stream(PROMPTS[0], [0.5, 0.5], stop_config))
+    assert streamed == stopped.text
+
+
+def test_streamed_text_never_shows_a_stop_string_prefix():
+    from polyalign.decode import _streamable
+
+    assert _streamable("hello wor", ["world"], 0) == len("hello ")
+    assert _streamable("hello", ["xyz"], 0) == 5
+    assert _streamable("caf\ufffd", [], 2) == 2
 
 
 @pytest.mark.parametrize(

@@ -119,8 +119,7 @@ class Decoder:
                 if refs[j] is not None:
                     seq.ref_logprobs.append(refs[j])
                 seq.finish_reason = self._finish(seq)
-                # hold back a trailing partial UTF-8 character until its next byte arrives
-                ready = len(seq.text) if seq.finish_reason or not seq.text.endswith("\ufffd") else sent[i]
+                ready = len(seq.text) if seq.finish_reason else _streamable(seq.text, cfg.stop, sent[i])
                 yield TokenEvent(i, tok, seq.text[sent[i]:ready], seq.finish_reason)
                 sent[i] = ready
                 if seq.finish_reason is None:
@@ -190,6 +189,20 @@ class Decoder:
                     seq.finish_reason = seq.finish_reason or "length"
                     done[b].append(final(score, seq))
         return [max(d, key=lambda pair: pair[0])[1] for d in done]
+
+
+def _streamable(text: str, stops: Sequence[str], sent: int) -> int:
+    """How much of an unfinished ``text`` is safe to show: hold back a partial UTF-8 character and
+    any tail that may yet grow into a stop string (which would be cut from the answer)."""
+    if text.endswith("\ufffd"):
+        return sent
+    ready = len(text)
+    for stop in stops:
+        for k in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:k]):
+                ready = min(ready, len(text) - k)
+                break
+    return max(ready, sent)
 
 
 def _warpers(config: GenerationConfig) -> LogitsProcessorList:
