@@ -6,6 +6,7 @@ Every :class:`~polyalign.errors.PolyalignError` becomes one line on stderr and e
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -25,6 +26,49 @@ console = Console(stderr=True)
 @app.callback()
 def _root() -> None:
     """Steer a language model across several objectives at inference time."""
+
+
+@app.command("objectives")
+def objectives_command() -> None:
+    """List the objective kinds usable in --objective specs."""
+    from rich.table import Table
+
+    from polyalign.objectives import available, parameters
+
+    table = Table(title="objectives: KIND[:ARG][,KEY=VALUE...]; every kind also takes name=, range=LOW..HIGH, clip=")
+    for column in ("kind", "parameters", "description"):
+        table.add_column(column)
+    for kind, description in available().items():
+        table.add_row(kind, ", ".join(parameters(kind)), description)
+    Console().print(table)
+
+
+@app.command("score")
+def score_command(
+    objective: list[str] = typer.Option(..., "--objective", "-o", help="Objective spec, repeatable, e.g. sentiment, "
+                                        "length:target=30, hf:PATH,label=NAME (see `polyalign objectives`)."),
+    input: Path = typer.Option(..., "--input", "-i", help="JSONL with 'prompt', 'response', optional 'reference'."),
+    output: Path | None = typer.Option(None, "--output", help="Scores as .jsonl or .csv (default: JSONL on stdout)."),
+    normalize: Path | None = typer.Option(None, "--normalize", help="Normalizer JSON saved with an earlier run."),
+    calibrate: Path | None = typer.Option(None, "--calibrate", help="JSONL of reference-policy responses: map "
+                                          "their 5th-95th percentiles of each objective to [0, 1]."),
+    save_normalizer: Path | None = typer.Option(None, "--save-normalizer", help="Write the calibrated ranges here."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Score responses under one or more objectives."""
+    from rich.table import Table
+
+    from polyalign.objectives.scoring import score_file
+
+    objectives, scores = score_file(objective, input, output, normalize, calibrate, save_normalizer=save_normalizer,
+                                    batch_size=batch_size, progress=progress)
+    table = Table(title=f"{len(scores)} responses")
+    for column in ("objective", "mean", "min", "max"):
+        table.add_column(column, justify="left" if column == "objective" else "right")
+    for name, column in zip(objectives.names, scores.T):
+        table.add_row(name, *(f"{value:.4g}" for value in (column.mean(), column.min(), column.max())))
+    console.print(table)
 
 
 def main(argv: list[str] | None = None) -> None:
