@@ -1,6 +1,6 @@
 """Objectives: named reward functions, scored in batches, composed into an ordered set.
 
->>> objectives = build(["sentiment", "length:target=30,name=length30", "rouge,range=0.19..0.29"])
+>>> objectives = build(["sentiment", "length:target=30,name=length30", "rouge:range=0.19..0.29"])
 >>> scores = objectives.score(prompts, responses, references)   # float32 [N, 3], columns in objectives.names
 """
 

@@ -26,14 +26,18 @@ class Objective(Protocol):
     ) -> torch.Tensor: ...
 
 
-def row_error(message: str, row: int) -> ObjectiveError:
-    """An :class:`ObjectiveError` that remembers which input row it is about (the CLI maps it to a line)."""
-    error = ObjectiveError(message)
-    error.row = row
-    return error
+class RowError(ObjectiveError):
+    """An error about one input row; ``template`` has ``{row}`` so a batch's row can become the caller's row."""
+
+    def __init__(self, template: str, row: int):
+        self.template, self.row = template, row
+        super().__init__(template.format(row=row))
+
+    def shifted(self, offset: int) -> RowError:
+        return RowError(self.template, self.row + offset)
 
 
-def check_scores(name: str, values: object, n: int, offset: int = 0) -> torch.Tensor:
+def check_scores(name: str, values: object, n: int) -> torch.Tensor:
     """Validate an objective's output: ``n`` finite numbers, returned as contiguous float32 ``[n]`` on the CPU."""
     try:
         scores = torch.as_tensor(values).detach().to("cpu", torch.float32)
@@ -48,10 +52,7 @@ def check_scores(name: str, values: object, n: int, offset: int = 0) -> torch.Te
     bad = (~torch.isfinite(scores)).nonzero()
     if len(bad):
         row = int(bad[0])
-        raise row_error(
-            f"objective {name!r} returned {scores[row].item()} for row {offset + row}; scores must be finite",
-            offset + row,
-        )
+        raise RowError(f"objective {name!r} returned {scores[row].item()} for row {{row}}; scores must be finite", row)
     return scores.contiguous()
 
 
@@ -66,7 +67,7 @@ def check_inputs(
     for kind, texts in (("prompt", prompts), ("response", responses), ("reference", references or ())):
         for row, text in enumerate(texts):
             if not isinstance(text, str) and not (kind == "reference" and text is None):
-                raise row_error(f"{kind} in row {row} is {type(text).__name__}, not a string", row)
+                raise RowError(f"{kind} in row {{row}} is {type(text).__name__}, not a string", row)
 
 
 class ObjectiveSet:
@@ -125,8 +126,11 @@ class ObjectiveSet:
                 stop = min(start + batch_size, n)
                 batch_refs = None if references is None else list(references[start:stop])
                 for column, objective in zip(columns, self.objectives):
-                    raw = objective.score(list(prompts[start:stop]), list(responses[start:stop]), batch_refs)
-                    column.append(check_scores(objective.name, raw, stop - start, offset=start))
+                    try:
+                        raw = objective.score(list(prompts[start:stop]), list(responses[start:stop]), batch_refs)
+                        column.append(check_scores(objective.name, raw, stop - start))
+                    except RowError as exc:
+                        raise exc.shifted(start) from None
                 advance(stop - start)
         if n == 0:
             return torch.empty(0, len(self), dtype=torch.float32)

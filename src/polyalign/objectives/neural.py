@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from polyalign.errors import ObjectiveError
-from polyalign.objectives.base import row_error
+from polyalign.objectives.base import RowError
 from polyalign.objectives.loading import load_model, minilm_path
 
 
@@ -56,7 +56,7 @@ def _premises(name: str, source: str, prompts: Sequence[str], references: Sequen
                              "references were given")
     for row, reference in enumerate(references):
         if reference is None:
-            raise row_error(f"objective {name!r} reads the reference; row {row} has none", row)
+            raise RowError(f"objective {name!r} reads the reference; row {{row}} has none", row)
     return list(references)
 
 

@@ -52,9 +52,10 @@ class LinearRange:
         try:
             if not sep:
                 raise ValueError
-            return cls(float(low), float(high), clip)
+            bounds = float(low), float(high)
         except ValueError:
             raise ConfigError(f"range {text!r} is not LOW..HIGH with two numbers, e.g. range=-1..1") from None
+        return cls(*bounds, clip)
 
 
 def percentile_range(scores: torch.Tensor, lower: float = 5.0, upper: float = 95.0) -> tuple[float, float]:

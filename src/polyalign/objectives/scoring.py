@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from polyalign.errors import ConfigError, ObjectiveError
-from polyalign.objectives.base import ObjectiveSet
+from polyalign.objectives.base import ObjectiveSet, RowError
 from polyalign.objectives.io import Rows, read_jsonl, write_scores
 from polyalign.objectives.normalize import Normalizer
 from polyalign.objectives.spec import build
@@ -18,11 +18,8 @@ def score_rows(objectives: ObjectiveSet, rows: Rows, batch_size: int = 32, progr
     """``objectives.score`` over parsed rows; an error about a row names its line in the file."""
     try:
         return objectives.score(rows.prompts, rows.responses, rows.references, batch_size, progress)
-    except ObjectiveError as exc:
-        row = getattr(exc, "row", None)
-        if row is None:
-            raise
-        raise ObjectiveError(f"{exc} (input line {rows.lines[row]})") from None
+    except RowError as exc:
+        raise ObjectiveError(f"{exc} (input line {rows.lines[exc.row]})") from None
 
 
 def score_file(

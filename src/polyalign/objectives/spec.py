@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from polyalign.errors import ObjectiveError
+from polyalign.errors import ConfigError, ObjectiveError
 from polyalign.objectives.base import Objective, ObjectiveSet
 
 ENTRY_POINT_GROUP = "polyalign.objectives"
@@ -80,7 +80,10 @@ def parse_spec(spec: str) -> Objective:
         clip = reserved.get("clip", "false").lower()
         if clip not in ("true", "false"):
             raise ObjectiveError(f"clip={reserved['clip']} in spec {spec!r} must be true or false")
-        return Normalized(objective, LinearRange.parse(reserved["range"], clip == "true"))
+        try:
+            return Normalized(objective, LinearRange.parse(reserved["range"], clip == "true"))
+        except ConfigError as exc:
+            raise ObjectiveError(f"objective spec {spec!r}: {exc}") from None
     if "clip" in reserved:
         raise ObjectiveError(f"clip= in spec {spec!r} only applies with range=LOW..HIGH")
     return objective
@@ -101,6 +104,9 @@ def split_spec(spec: str) -> tuple[str, str | None, dict[str, str]]:
         raise ObjectiveError(f"objective spec {spec!r} is empty; e.g. 'sentiment' or 'length:target=30'")
     kind, _, body = spec.strip().partition(":")
     kind = kind.strip()
+    if "," in kind and not body:
+        first, _, rest = kind.partition(",")
+        raise ObjectiveError(f"objective spec {spec!r}: parameters follow a colon; write it as '{first}:{rest}'")
     if not _NAME.match(kind):
         raise ObjectiveError(f"objective spec {spec!r} does not start with a kind such as 'sentiment' or 'hf:'")
     positional, params = None, {}

@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 
 from polyalign.errors import ObjectiveError
-from polyalign.objectives.base import row_error
+from polyalign.objectives.base import RowError
 
 _WORD = re.compile(r"[a-z0-9]+(?:['’][a-z]+)*")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -170,7 +170,7 @@ class Rouge:
         values = []
         for row, (response, reference) in enumerate(zip(responses, references)):
             if reference is None:
-                raise row_error(f"objective 'rouge' needs a reference; row {row} has none", row)
+                raise RowError(f"objective 'rouge' needs a reference; row {{row}} has none", row)
             result = self.scorer.score(self._sentences(reference), self._sentences(response))[self.variant]
             values.append(getattr(result, self.measure))
         return _tensor(values)
