@@ -8,7 +8,7 @@ def word_count(prompts, responses):
 
 
 def overlap(prompts, responses, references):
-    return [float(ref is not None and ref in r) for r, ref in zip(responses, references)]
+    return [float(ref is not None and ref in r) for r, ref in zip(responses, references, strict=True)]
 
 
 def one_row(prompt, response):

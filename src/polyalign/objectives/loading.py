@@ -94,3 +94,9 @@ def load_model(kind: str, name_or_path: str, device: str | None = "auto", dtype:
     """``(model, tokenizer)`` for ``kind`` "classifier" or "encoder", in eval mode on the resolved device."""
     resolved = resolve_device(device)
     return _load(kind, name_or_path, resolved, resolve_dtype(dtype, resolved), trust_remote_code, revision)
+
+
+def input_limit(model, tokenizer, requested: int) -> int:
+    """``requested`` capped by what the model can read (its position table and the tokenizer's limit)."""
+    limits = [requested, getattr(model.config, "max_position_embeddings", None), tokenizer.model_max_length]
+    return min(limit for limit in limits if isinstance(limit, int) and 0 < limit < 1_000_000)

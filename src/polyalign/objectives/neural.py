@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from polyalign.errors import ObjectiveError
 from polyalign.objectives.base import RowError
-from polyalign.objectives.loading import load_model, minilm_path
+from polyalign.objectives.loading import input_limit, load_model, minilm_path
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -30,7 +30,7 @@ class Relevance:
     def __init__(self, model: str | None = None, against: Literal["prompt", "reference"] = "prompt",
                  device: str = "auto", max_length: int = 256):
         self.model, self.tokenizer = load_model("encoder", model or minilm_path(), device, "float32")
-        self.against, self.max_length = against, max_length
+        self.against, self.max_length = against, input_limit(self.model, self.tokenizer, max_length)
         self.name, self.higher_is_better = "relevance", True
 
     @torch.inference_mode()
@@ -76,7 +76,7 @@ class Classifier:
         if chat_template and not has_template:
             raise ObjectiveError(f"objective {name!r}: chat_template=true but the tokenizer of {model!r} has none")
         self.chat = has_template if chat_template is None else chat_template
-        self.premise, self.max_length = premise, max_length
+        self.premise, self.max_length = premise, input_limit(self.model, self.tokenizer, max_length)
         self.tokenizer.truncation_side = "left"  # when too long, keep the end of the response
 
     def _label_index(self, model: str, label: str | None) -> int:
@@ -101,7 +101,7 @@ class Classifier:
         if self.chat:
             texts = [self.tokenizer.apply_chat_template(
                 [{"role": "user", "content": p}, {"role": "assistant", "content": r}], tokenize=False)
-                for p, r in zip(prompts, responses)]
+                for p, r in zip(prompts, responses, strict=True)]
             return self.tokenizer(texts, add_special_tokens=False, **common)
         premises = _premises(self.name, self.premise, prompts, references)
         return self.tokenizer(premises, list(responses), **common)

@@ -65,5 +65,5 @@ class PythonObjective:
         else:
             refs = references if references is not None else [None] * len(responses)
             raw = [self.function(p, r, ref) if self.with_reference else self.function(p, r)
-                   for p, r, ref in zip(prompts, responses, refs)]
+                   for p, r, ref in zip(prompts, responses, refs, strict=True)]
         return check_scores(self.name, raw, len(responses))

@@ -9,7 +9,7 @@ import torch
 
 from polyalign.errors import ConfigError, ObjectiveError
 from polyalign.objectives.base import ObjectiveSet, RowError
-from polyalign.objectives.io import Rows, read_jsonl, write_scores
+from polyalign.objectives.io import Rows, check_output, read_jsonl, write_scores
 from polyalign.objectives.normalize import Normalizer
 from polyalign.objectives.spec import build
 
@@ -39,6 +39,7 @@ def score_file(
         raise ConfigError("give a saved normalizer or a calibration file, not both")
     if save_normalizer is not None and calibrate is None:
         raise ConfigError("saving a normalizer needs a calibration file of reference-policy responses")
+    check_output(output)
     objectives = build(list(specs))
     rows = read_jsonl(input)
     if calibrate is not None:

@@ -168,9 +168,9 @@ class Rouge:
             raise ObjectiveError("objective 'rouge' needs a reference for every response "
                                  "(a 'reference' field in each input row)")
         values = []
-        for row, (response, reference) in enumerate(zip(responses, references)):
+        for row, (response, reference) in enumerate(zip(responses, references, strict=True)):
             if reference is None:
-                raise RowError(f"objective 'rouge' needs a reference; row {{row}} has none", row)
+                raise RowError("objective 'rouge' needs a reference; row {row} has none", row)
             result = self.scorer.score(self._sentences(reference), self._sentences(response))[self.variant]
             values.append(getattr(result, self.measure))
         return _tensor(values)
