@@ -76,7 +76,7 @@ def test_score_csv_with_calibration_and_saved_normalizer(tmp_path, capsys):
     (['{"prompt": "a", "response": "b"}'], ["-o", "sentimnt"], "error: unknown objective 'sentimnt'"),
     (['{"prompt": "a", "response": "b", "reference": "c"}', "", '{"prompt": "a", "response": "b"}'],
      ["-o", "rouge"], "error: objective 'rouge' needs a reference; row 1 has none (input line 3)"),
-    (['{"prompt": "a", "response": "b"}'], ["-o", "hf:/no/such/model"], "error: model path '/no/such/model' does"),
+    (['{"prompt": "a", "response": "b"}'], ["-o", "hf:/no/such/model"], "error: model path not found: /no/such/model"),
     (['{"prompt": "a", "response": "b"}'], ["--output", "x.txt"], "must end in .jsonl or .csv"),
     (['{"prompt": "a", "response": "b"}'], ["--save-normalizer", "n.json"], "needs a calibration file"),
 ])

@@ -7,8 +7,9 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from polyalign.errors import ModelLoadError, ObjectiveError
+from polyalign.models import locate
 from polyalign.objectives import build, parse_spec
-from polyalign.objectives.loading import locate, minilm_path
+from polyalign.objectives.loading import minilm_path
 
 PROMPTS = ["what is the capital of france?", "hello world", "tell me a story"]
 RESPONSES = ["paris is lovely.", "the quick brown fox jumps over the lazy dog", ""]
@@ -86,11 +87,11 @@ def test_models_are_loaded_once(tiny_reward_model):
 
 
 def test_missing_model_path_is_a_model_load_error(tmp_path):
-    with pytest.raises(ModelLoadError, match="model path '/no/such/model' does not exist"):
+    with pytest.raises(ModelLoadError, match="model path not found: /no/such/model"):
         parse_spec("hf:/no/such/model")
-    with pytest.raises(ModelLoadError, match="does not exist"):
+    with pytest.raises(ModelLoadError, match="model path not found: ./missing/dir"):
         parse_spec("nli:./missing/dir")
-    with pytest.raises(ModelLoadError, match="is not a model directory \\(no config.json"):
+    with pytest.raises(ModelLoadError, match="holds no config.json"):
         parse_spec(f"hf:{tmp_path}")
 
 
@@ -100,7 +101,7 @@ def test_unreachable_hub_id_is_a_model_load_error(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no retries against the network
     assert locate("someone/some-reward-model") == ("someone/some-reward-model", False)
     with pytest.raises(ModelLoadError, match="could not load a classifier model from 'someone/some-reward-model' "
-                                             "\\(not a local directory; as a hub id it needs network access"):
+                                             "\\(not a local path; as a hub id it needs network access"):
         parse_spec("hf:someone/some-reward-model")
 
 

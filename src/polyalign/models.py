@@ -7,10 +7,12 @@ cached per (spec, device, dtype) within the process and shared by every expert t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import importlib.util
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -92,35 +94,63 @@ def _convert_gguf(gguf: Path) -> Path:
     return target
 
 
-def resolve_source(spec: str) -> str:
-    """Turn a model spec into something ``from_pretrained`` loads: a directory or a hub id."""
+_HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+
+
+def locate(spec: str) -> tuple[str, bool]:
+    """``(source, is_local)`` for ``from_pretrained``: a local directory (embedded and GGUF models are
+    converted and cached first) or a hub id. A path that does not exist is an error, never a hub lookup."""
     if not isinstance(spec, str) or not spec.strip():
         raise ModelLoadError("empty model spec: give the embedded name, a hub id, a directory or a .gguf file")
     if spec in EMBEDDED:
-        return str(_convert_gguf(embedded_gguf(spec)))
+        return str(_convert_gguf(embedded_gguf(spec))), True
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ModelLoadError(f"GGUF file not found: {spec}")
-        return str(_convert_gguf(path))
-    if path.is_dir():
+        return str(_convert_gguf(path)), True
+    if path.exists():
         if not (path / "config.json").is_file():
-            raise ModelLoadError(f"{spec} is a directory but holds no config.json: is it a transformers model?")
-        return str(path)
-    if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
-        raise ModelLoadError(f"model path not found: {spec} (give a directory with config.json or a .gguf file)")
-    return spec  # a hub id
+            raise ModelLoadError(f"{spec} exists but holds no config.json: is it a transformers model directory?")
+        return str(path), True
+    if spec.startswith((".", "/", "~", "\\")) or not _HUB_ID.match(spec):
+        raise ModelLoadError(f"model path not found: {spec} (give a directory with config.json, a .gguf file, "
+                             "or a hub id)")
+    return spec, False
 
 
-def load_tokenizer(spec: str, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
-    """The model's tokenizer, set up for batched decoding: left padding, a pad token."""
-    source = resolve_source(spec)
+def resolve_source(spec: str) -> str:
+    """What ``from_pretrained`` loads for ``spec``: a local directory or a hub id."""
+    return locate(spec)[0]
+
+
+def pretrained(loader, spec: str, what: str, **kwargs):
+    """``loader.from_pretrained`` on :func:`locate`'s answer, quietly, with one clear error on failure."""
+    source, local = locate(spec)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # sub-second cached loads need no bar of their own
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-    except Exception as exc:
-        raise ModelLoadError(f"could not load the tokenizer of {spec!r}: {exc}") from exc
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token_id is None:
+        return loader.from_pretrained(source, local_files_only=local, **kwargs)
+    except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
+        hint = "" if local else " (not a local path; as a hub id it needs network access or the HF cache)"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"could not load {what} from {spec!r}{hint}: {first}") from None
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+@functools.cache
+def load_tokenizer(spec: str, trust_remote_code: bool = False, revision: str | None = None,
+                   padding_side: str | None = None) -> PreTrainedTokenizerBase:
+    """The tokenizer, set up for batched use: a pad token (EOS when it has none), ``padding_side`` if given
+    (decoding pads on the left; encoders with absolute positions need their own, usually right)."""
+    tokenizer = pretrained(AutoTokenizer, spec, "a tokenizer", trust_remote_code=trust_remote_code, revision=revision)
+    if padding_side is not None:
+        tokenizer.padding_side = padding_side
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ModelLoadError(f"the tokenizer of {spec!r} has neither a pad nor an EOS token to pad with")
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
@@ -146,17 +176,8 @@ def load_model(
     key = (spec, str(dev), str(dt))
     if cached and key in _CACHE:
         return _CACHE[key]
-    source = resolve_source(spec)
-    tokenizer = load_tokenizer(spec, trust_remote_code=trust_remote_code)
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # a sub-second load needs no bar of its own
-    try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dt, trust_remote_code=trust_remote_code)
-    except Exception as exc:
-        raise ModelLoadError(f"could not load model {spec!r}: {exc}") from exc
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
+    tokenizer = load_tokenizer(spec, trust_remote_code, padding_side="left")
+    model = pretrained(AutoModelForCausalLM, spec, "a causal LM", dtype=dt, trust_remote_code=trust_remote_code)
     model.to(dev).eval()
     model.requires_grad_(False)
     loaded = LoadedModel(name=spec, model=model, tokenizer=tokenizer)
