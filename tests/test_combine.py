@@ -294,6 +294,18 @@ def test_property_batched_rows_equal_row_by_row(problem):
         torch.testing.assert_close(batched[b], one, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("name", BARRIER)
+def test_per_prompt_weights_apply_to_every_position_of_that_prompt(name):
+    gen = torch.Generator().manual_seed(10)
+    ref, experts = _random_logprobs(gen, 2, 5, 16), _random_logprobs(gen, 2, 2, 5, 16)  # [B=2, T=5, V]
+    weights = torch.tensor([[0.7, 0.3], [1.2, -0.4]], dtype=F64)  # [B, M]
+    out = combine_logprobs(ref, experts, weights, name)
+    for b in range(2):
+        torch.testing.assert_close(out[b], combine_logprobs(ref[b], experts[:, b], weights[b], name))
+    same = combine_logprobs(ref, experts, weights[:, None, :].expand(2, 5, 2), name)  # [B, T, M]
+    torch.testing.assert_close(out, same)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_output_keeps_the_input_dtype_and_device(dtype):
     gen = torch.Generator().manual_seed(8)
@@ -320,7 +332,8 @@ def _inputs():
     ([0.5, math.inf, 0.1], "must be finite numbers"),
     ([0.0, 0.0, 0.0], "all weights are zero"),
     ([[0.2, 0.3, 0.5], [0.0, 0.0, 0.0]], r"all weights are zero \(in at least one row\)"),
-    ([[0.2, 0.3, 0.5]] * 3, r"do not broadcast over the batch \(2,\)"),
+    ([[0.2, 0.3, 0.5]] * 3, r"do not fit the batch \(2,\).*\[2, 3\] \(one weight vector per prompt\)"),
+    ([[[0.2, 0.3, 0.5]]] * 2, r"do not fit the batch \(2,\)"),
     (["a", "b", "c"], "weights must be numbers, one per expert"),
 ])
 def test_bad_weights_are_clear_errors(weights, message):

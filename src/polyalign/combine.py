@@ -40,8 +40,11 @@ def combine_logprobs(reference: Tensor | None, experts: Tensor, weights: Tensor 
     """Normalised log-probs ``[..., V]`` of MOD's combined next-token distribution (DESIGN.md, "MOD").
 
     ``reference``: log-probs ``[..., V]`` or ``None`` (reverse KL with weights summing to 1 only);
-    ``experts``: log-probs ``[M, ..., V]``; ``weights``: ``[M]`` or ``[..., M]``, broadcast over the batch.
-    Computes in float64 and returns the inputs' dtype on their device.
+    ``experts``: log-probs ``[M, ..., V]``; ``weights``: ``[M]``, or ``[..., M]`` whose leading dims match the
+    batch's leading dims (e.g. ``[B, M]`` for log-probs ``[B, T, V]``) and broadcast over the rest.
+    Computes in float64 and returns the inputs' dtype on their device; ``-inf`` follows the module's conventions.
+    Raises :class:`WeightsError` (weights, undefined negative weights, no common support),
+    :class:`DivergenceError` (unknown or non-barrier f) and :class:`PolyalignError` (shapes, NaN log-probs).
     """
     div = divergences.require_barrier(divergences.get(divergence))
     out_dtype = _check_logprobs(reference, experts)
@@ -92,7 +95,7 @@ def _check_logprobs(reference: Tensor | None, experts: Tensor) -> torch.dtype:
 
 
 def _as_weights(weights: Tensor | Sequence[float], experts: Tensor) -> Tensor:
-    """Weights as float64 ``[M, *batch, 1]`` (broadcastable against the experts), validated."""
+    """Weights ``[M]`` or ``[*leading batch dims, M]`` as float64 ``[M, *batch, 1]``-broadcastable, validated."""
     n_experts, batch = experts.shape[0], experts.shape[1:-1]
     try:
         w = torch.as_tensor(weights, dtype=torch.float64).to(experts.device)
@@ -102,19 +105,17 @@ def _as_weights(weights: Tensor | Sequence[float], experts: Tensor) -> Tensor:
         got = "a scalar" if w.ndim == 0 else f"{w.shape[-1]} weights (shape {tuple(w.shape)})"
         raise WeightsError(f"got {got} for {n_experts} experts: give one weight per expert, in the experts' order, "
                            f"shaped [{n_experts}] or [..., {n_experts}]")
-    try:
-        ok = torch.broadcast_shapes(w.shape[:-1], batch) == batch
-    except RuntimeError:
-        ok = False
-    if not ok:
-        raise WeightsError(f"weights of shape {tuple(w.shape)} do not broadcast over the batch {tuple(batch)}: "
-                           f"use [{n_experts}] for all rows or [{', '.join(map(str, batch))}, {n_experts}]")
+    lead = tuple(w.shape[:-1])
+    if len(lead) > len(batch) or any(n not in (1, b) for n, b in zip(lead, batch, strict=False)):
+        raise WeightsError(f"weights of shape {tuple(w.shape)} do not fit the batch {tuple(batch)}: use "
+                           f"[{n_experts}] for all rows, or [*leading batch dims, {n_experts}] such as "
+                           f"[{', '.join(map(str, batch[:1]))}, {n_experts}] (one weight vector per prompt)")
     if not bool(torch.isfinite(w).all()):
         raise WeightsError(f"weights must be finite numbers, got NaN or inf in {w.tolist()}")
     if bool((w == 0).all(-1).any()):
         raise WeightsError("all weights are zero (in at least one row): give at least one expert a nonzero weight")
-    lead = (1,) * (len(batch) - (w.ndim - 1))
-    return w.movedim(-1, 0).reshape(n_experts, *lead, *w.shape[:-1], 1)
+    trail = (1,) * (len(batch) - len(lead))
+    return w.movedim(-1, 0).reshape(n_experts, *lead, *trail, 1)
 
 
 # --- the combination -------------------------------------------------------------------------------------
@@ -204,7 +205,6 @@ def _solve(reference: Tensor, experts: Tensor, w: Tensor, div: Divergence) -> Te
     f_lo, d_lo, log_pi_lo = log_mass(lo)
     log_pi = torch.where(f_hi.abs() <= f_lo.abs(), log_pi, log_pi_lo)
     f_new = torch.minimum(f_hi.abs(), f_lo.abs())
-    step = lo
     for _ in range(_MAX_ITER):
         done = (f_new <= _NEWTON_TOL) | (hi - lo <= 4e-16 * torch.maximum(lo.abs(), hi.abs()))
         if bool(done.all()):
