@@ -20,19 +20,15 @@ DIVERGENCES = ["reverse_kl", "forward_kl", "jsd", "alpha:0.5", "jeffrey"]
 WEIGHTS = {2: [0.6, 0.4], 3: [0.5, 0.3, 0.2]}
 
 
-def _time(args: tuple, repeats: int, device: torch.device) -> float:
-    """Median seconds per call of ``combine_logprobs(*args)`` after one warm-up call."""
+def _call(args: tuple, device: torch.device) -> float:
+    """Seconds for one ``combine_logprobs(*args)``."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
     combine_logprobs(*args)
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        combine_logprobs(*args)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -51,16 +47,21 @@ def main() -> None:
 
     reference = logprobs(args.batch, args.vocab)
     print(f"combine_logprobs on [{args.batch}, {args.vocab}] {args.dtype} on {device}, "
-          f"median of {args.repeats} calls, {torch.get_num_threads()} CPU threads")
+          f"median of {args.repeats} round-robin calls, {torch.get_num_threads()} CPU threads")
     print(f"{'divergence':<12} {'M':>2} {'ms/call':>9} {'x reverse_kl':>13}")
     for n_experts, weights in WEIGHTS.items():
         experts = logprobs(n_experts, args.batch, args.vocab)
-        baseline = None
+        calls = {name: (reference, experts, weights, name) for name in DIVERGENCES}
+        times: dict[str, list[float]] = {name: [] for name in DIVERGENCES}
+        for name in DIVERGENCES:  # warm-up
+            _call(calls[name], device)
+        for _ in range(args.repeats):  # round-robin, so that a busy machine slows every divergence alike
+            for name in DIVERGENCES:
+                times[name].append(_call(calls[name], device))
+        baseline = statistics.median(times["reverse_kl"])
         for name in DIVERGENCES:
-            seconds = _time((reference, experts, weights, name), args.repeats, device)
-            baseline = baseline or seconds
+            seconds = statistics.median(times[name])
             print(f"{name:<12} {n_experts:>2} {seconds * 1e3:>9.2f} {seconds / baseline:>13.2f}")
-
 
 if __name__ == "__main__":
     main()

@@ -151,7 +151,7 @@ def test_a_unit_weight_vector_returns_that_expert(name, i):
 def test_combine_logits_log_softmaxes_first_and_the_package_exports_the_api():
     gen = torch.Generator().manual_seed(5)
     ref, experts = torch.randn(2, 10, generator=gen), torch.randn(2, 2, 10, generator=gen)
-    expected = combine_logprobs(ref.log_softmax(-1), experts.log_softmax(-1), [0.3, 0.9], "jsd")
+    expected = combine_logprobs(ref.log_softmax(-1), experts.log_softmax(-1), [0.3, 0.9], divergences.get("js"))
     torch.testing.assert_close(combine_logits(ref, experts, [0.3, 0.9], "jsd"), expected)
     assert polyalign.combine_logprobs is combine_logprobs and "combine_logprobs" in polyalign.__all__
     assert polyalign.divergences.get("kl").name == "reverse_kl"
@@ -360,6 +360,12 @@ def test_shape_mismatches_are_clear_errors(ref_shape, experts_shape, message):
     experts = torch.log_softmax(torch.zeros(experts_shape), -1)
     with pytest.raises(PolyalignError, match=message):
         combine_logprobs(ref, experts, [1.0] * (experts_shape[0] if len(experts_shape) > 1 else 1))
+
+
+def test_reference_and_experts_on_different_devices_is_a_clear_error():
+    ref, experts = _inputs()
+    with pytest.raises(PolyalignError, match="reference is on meta but experts on cpu: move both to one device"):
+        combine_logprobs(ref.to("meta"), experts, [0.2, 0.3, 0.5])
 
 
 def test_bad_log_probs_are_clear_errors():

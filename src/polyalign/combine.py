@@ -195,8 +195,9 @@ def _solve(reference: Tensor, experts: Tensor, w: Tensor, div: Divergence) -> Te
         log_x = div.log_inv_gap(spread + delta)  # log (pi / pi_ref)
         log_pi = reference + log_x
         peak = log_pi.amax(dim=-1, keepdim=True).clamp(min=-1e300, max=1e300)
-        mass = torch.exp((log_pi - peak).clamp(min=-700)).sum(dim=-1, keepdim=True)
-        slope = torch.exp((log_pi - peak + div.log_inv_slope(log_x)).clamp(min=-700)).sum(dim=-1, keepdim=True)
+        shifted = log_pi - peak
+        mass = torch.exp(shifted.clamp(min=-700)).sum(dim=-1, keepdim=True)
+        slope = torch.exp((shifted + div.log_inv_slope(log_x)).clamp(min=-700)).sum(dim=-1, keepdim=True)
         return peak + torch.log(mass), -slope / mass, log_pi
 
     hi = div.grad_gap(torch.zeros_like(top))
