@@ -57,6 +57,13 @@ def test_jeffrey_numerical_inverse_converges_to_1e_12():
     assert ((div.grad_inv(div.grad(x)) - x).abs() / x).max() <= 1e-12
 
 
+def test_jeffrey_inverse_accepts_a_lower_bound_as_warm_start():
+    t = torch.linspace(-30, 30, 601, dtype=F64)
+    y = t + 1 - torch.exp(-t)
+    for start in (t - 3, t - 1e-6, torch.full_like(t, -math.inf)):
+        assert (jeffrey_log_grad_inv(y, start) - t).abs().max() <= 1e-12 * 31
+
+
 def test_jeffrey_inverse_is_monotone_keeps_dtype_and_handles_infinities():
     y = torch.linspace(-1e6, 1e6, 10001, dtype=F64)
     t = jeffrey_log_grad_inv(y)

@@ -190,9 +190,16 @@ def _solve(reference: Tensor, experts: Tensor, w: Tensor, div: Divergence) -> Te
     spread = top - arg  # >= 0; +inf where pi(s) = 0
     reference = reference.masked_fill(torch.isposinf(spread), -torch.inf)
 
+    last: list[Tensor] = []  # delta and log_x of the latest evaluation: warm start for iterative inverses
+
     def log_mass(delta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """F(delta), F'(delta), log pi(s; delta); exponents clamped at -700 (exp's denormal path is slow on CPU)."""
-        log_x = div.log_inv_gap(spread + delta)  # log (pi / pi_ref)
+        if div.log_inv_gap_from is not None and last:  # log_x is convex in delta: its tangent is a lower bound
+            start = last[1] - torch.exp(div.log_inv_slope(last[1])) * (delta - last[0])
+            log_x = div.log_inv_gap_from(spread + delta, start)
+        else:
+            log_x = div.log_inv_gap(spread + delta)  # log (pi / pi_ref)
+        last[:] = [delta, log_x]
         log_pi = reference + log_x
         peak = log_pi.amax(dim=-1, keepdim=True).clamp(min=-1e300, max=1e300)
         shifted = log_pi - peak

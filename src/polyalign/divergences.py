@@ -45,6 +45,7 @@ class Divergence:
     grad_gap: Fn
     log_inv_gap: Fn
     log_inv_slope: Fn
+    log_inv_gap_from: Callable[[Tensor, Tensor], Tensor] | None = None  # (d, lower bound on the answer): warm start
 
     @property
     def edge(self) -> float:
@@ -124,27 +125,28 @@ def _alpha(a: float) -> Divergence:
 _JEFFREY_MAX_ITER = 60
 
 
-def jeffrey_log_grad_inv(y: Tensor) -> Tensor:
+def jeffrey_log_grad_inv(y: Tensor, start: Tensor | None = None) -> Tensor:
     """``t = log x`` solving ``h(t) = t + 1 - e^-t = y`` by Newton in float64, bracketed in ``[lo, hi]``.
 
     h is increasing and concave, so Newton started at a lower bound climbs monotonically to the root and
     converges quadratically, with error after a step ``<= step^2 / 2`` (``|h''| / 2h' <= 1/2``): a step below
     3e-8 leaves an error below 5e-16. Bounds: ``e^-t >= 1 - t`` gives ``h(t) <= 2t``, so ``t >= y/2``;
     ``h(t) <= t + 1`` gives ``t >= y - 1``; for ``y <= 0`` the root is ``<= 0``, where ``h(t) <= 1 - e^-t`` gives
-    ``t >= -log(1 - y)``; for ``y > 0``, ``t < y``.
+    ``t >= -log(1 - y)``. ``start``, if given, must also be a lower bound (a warm start, e.g. a tangent of the
+    convex map y -> t from a nearby solution).
     """
     dtype = y.dtype
     y = y.to(torch.float64)
     finite = torch.isfinite(y)
     yf = torch.where(finite, y, 0.0)
     positive = yf > 0
-    lo = torch.maximum(torch.maximum(yf - 1, yf / 2), torch.where(positive, 0.0, -torch.log1p(-yf.clamp(max=0))))
-    hi = torch.where(positive, yf, 0.0)
-    t = lo
+    t = torch.maximum(torch.maximum(yf - 1, yf / 2), torch.where(positive, 0.0, -torch.log1p(-yf.clamp(max=0))))
+    if start is not None:
+        t = torch.maximum(t, torch.where(finite, start.to(torch.float64), t))
     for _ in range(_JEFFREY_MAX_ITER):
         e = torch.exp((-t).clamp(-700, 700))  # exact for |y| < e^700; exp off that range is ~10x slower on CPU
-        step = (yf - (t + 1 - e)) / (1 + e)
-        t = torch.minimum(torch.maximum(t + step, lo), hi)
+        step = (yf - (t + 1 - e)) / (1 + e)  # >= 0 up to rounding: iterates stay below the root
+        t = t + step
         if bool((step.abs() <= 3e-8).all()):
             break
     return torch.where(finite, t, y).to(dtype)  # y = -inf -> log x = -inf; y = inf -> inf; nan stays nan
@@ -159,6 +161,7 @@ def _jeffrey() -> Divergence:
         is_barrier=True, grad_lo=-INF, grad_hi=INF,
         grad_gap=lambda t: torch.exp(-t) - t - 1,
         log_inv_gap=lambda d: jeffrey_log_grad_inv(-d),
+        log_inv_gap_from=lambda d, start: jeffrey_log_grad_inv(-d, start),
         log_inv_slope=torch.nn.functional.logsigmoid,
     )
 
