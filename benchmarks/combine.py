@@ -4,7 +4,7 @@ Prints milliseconds per call (wall clock, and process CPU time, which a busy mac
 barrier divergence with M = 2 and 3 experts, and the ratio to the reverse-KL closed form measured in the same
 run (ratios are what to compare across machines).
 
-    python benchmarks/combine.py [--device cuda] [--repeats 7]
+    python benchmarks/combine.py [--device cuda] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--vocab", type=int, default=49152)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     args = parser.parse_args()
