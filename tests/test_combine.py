@@ -173,6 +173,17 @@ def test_zero_probabilities_follow_the_conventions(name):
     torch.testing.assert_close(out.exp().sum(-1), torch.ones(2, dtype=F64))
 
 
+def test_the_papers_safety_weights_work_with_padded_slots_and_zero_weights_ignore_zeros():
+    gen = torch.Generator().manual_seed(11)
+    experts = _random_logprobs(gen, 3, 2, 12)
+    experts[:, :, -2:] = -math.inf  # padded vocabulary slots, zero under every model
+    experts[2, :, 0] = -math.inf  # a zero under an expert whose weight is 0
+    out = combine_logprobs(None, experts, [5.0, -4.0, 0.0])
+    assert (out[..., -2:] == -math.inf).all() and torch.isfinite(out[..., :-2]).all()
+    expected = torch.log_softmax(5 * experts[0, :, :-2] - 4 * experts[1, :, :-2], dim=-1)
+    torch.testing.assert_close(out[..., :-2], expected, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("name", BARRIER)
 def test_a_negative_weight_on_a_zero_probability_is_a_clear_error(name):
     gen = torch.Generator().manual_seed(7)
