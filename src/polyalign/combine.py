@@ -88,7 +88,8 @@ def _check_logprobs(reference: Tensor | None, experts: Tensor) -> torch.dtype:
     for name, x in tensors.items():
         if not x.is_floating_point():
             raise PolyalignError(f"{name} must be floating-point log-probs, got dtype {x.dtype}")
-        if not bool((x < torch.inf).all()):
+        total = x.sum()  # one cheap reduction: NaN or +inf anywhere shows (log-probs <= 0 cannot overflow up)
+        if bool(total.isnan() | (total == torch.inf)):
             raise PolyalignError(f"{name} log-probs contain NaN or +inf; pass log_softmax outputs "
                                  "(-inf is fine and means probability 0)")
     return experts.dtype if reference is None else torch.promote_types(reference.dtype, experts.dtype)
@@ -120,12 +121,17 @@ def _as_weights(weights: Tensor | Sequence[float], experts: Tensor) -> Tensor:
 
 # --- the combination -------------------------------------------------------------------------------------
 
+def _has_zeros(log_probs: Tensor) -> bool:
+    """Whether any probability is 0 (one reduction; inputs hold no NaN)."""
+    return bool(log_probs.amin() == -torch.inf)
+
+
 def _weighted_sum(values: Tensor, w: Tensor, excluded: Tensor | None, div: Divergence) -> Tensor:
     """``sum_i w_i values_i`` over experts with the module's conventions for ``values = -inf``."""
-    zero = torch.isneginf(values)
-    if not bool(zero.any()):
+    if not _has_zeros(values):
         out = (w * values).sum(0)
         return out if excluded is None else out.masked_fill(excluded, -torch.inf)
+    zero = torch.isneginf(values)
     out = (w * values.masked_fill(zero, 0.0)).sum(0)
     excluded = (zero & (w > 0)).any(0) | (False if excluded is None else excluded)
     undefined = zero & (w < 0) & ~excluded
@@ -151,6 +157,8 @@ def _reverse_kl_logits(reference: Tensor | None, experts: Tensor, w: Tensor, tot
     logits = _weighted_sum(experts, w, None, div)
     if reference is None:
         return logits
+    if not _has_zeros(reference):
+        return logits + (1 - total) * reference
     zero_ref = torch.isneginf(reference)
     logits = logits + (1 - total) * reference.masked_fill(zero_ref, 0.0)
     return logits.masked_fill(zero_ref & ~cancels, -torch.inf)
@@ -178,8 +186,10 @@ def _solve(reference: Tensor, experts: Tensor, w: Tensor, div: Divergence) -> Te
     ``delta_lo = max_s [grad_gap(-log pi_ref(s)) - spread(s)]`` (that token alone has mass >= 1). Steps leaving the
     bracket fall back to (geometric, when the bracket spans orders of magnitude) bisection.
     """
-    outside = torch.isneginf(reference)
-    log_ratio = (experts - reference).masked_fill(outside, 0.0)  # excluded tokens get a harmless finite ratio
+    outside = torch.isneginf(reference) if _has_zeros(reference) else None
+    log_ratio = experts - reference
+    if outside is not None:
+        log_ratio = log_ratio.masked_fill(outside, 0.0)  # excluded tokens get a harmless finite ratio
     arg = _weighted_sum(-div.grad_gap(log_ratio), w, outside, div)  # -inf exactly where pi(s) = 0
     top = arg.amax(dim=-1, keepdim=True)
     if bool(torch.isneginf(top).any()):
@@ -188,23 +198,24 @@ def _solve(reference: Tensor, experts: Tensor, w: Tensor, div: Divergence) -> Te
         raise WeightsError(f"divergence {div.name!r}: the weighted sum of gradients overflowed float64; use smaller "
                            "weights")
     spread = top - arg  # >= 0; +inf where pi(s) = 0
-    reference = reference.masked_fill(torch.isposinf(spread), -torch.inf)
+    if bool(spread.amax() == torch.inf):
+        reference = reference.masked_fill(torch.isposinf(spread), -torch.inf)
 
     last: list[Tensor] = []  # delta and log_x of the latest evaluation: warm start for iterative inverses
 
     def log_mass(delta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """F(delta), F'(delta), log pi(s; delta); exponents clamped at -700 (exp's denormal path is slow on CPU)."""
         if div.log_inv_gap_from is not None and last:  # log_x is convex in delta: its tangent is a lower bound
-            start = last[1] - torch.exp(div.log_inv_slope(last[1])) * (delta - last[0])
+            start = last[1] - div.inv_slope(last[1]) * (delta - last[0])
             log_x = div.log_inv_gap_from(spread + delta, start)
         else:
             log_x = div.log_inv_gap(spread + delta)  # log (pi / pi_ref)
         last[:] = [delta, log_x]
         log_pi = reference + log_x
         peak = log_pi.amax(dim=-1, keepdim=True).clamp(min=-1e300, max=1e300)
-        shifted = log_pi - peak
-        mass = torch.exp(shifted.clamp(min=-700)).sum(dim=-1, keepdim=True)
-        slope = torch.exp((shifted + div.log_inv_slope(log_x)).clamp(min=-700)).sum(dim=-1, keepdim=True)
+        weight = torch.exp((log_pi - peak).clamp(min=-700))
+        mass = weight.sum(dim=-1, keepdim=True)
+        slope = (weight * div.inv_slope(log_x)).sum(dim=-1, keepdim=True)
         return peak + torch.log(mass), -slope / mass, log_pi
 
     hi = div.grad_gap(torch.zeros_like(top))
@@ -226,6 +237,6 @@ def _solve(reference: Tensor, experts: Tensor, w: Tensor, div: Divergence) -> Te
         above = update & ~(f_step < 0)
         hi, f_hi, d_hi = (torch.where(below, a, b) for a, b in ((step, hi), (f_step, f_hi), (d_step, d_hi)))
         lo, f_lo, d_lo = (torch.where(above, a, b) for a, b in ((step, lo), (f_step, f_lo), (d_step, d_lo)))
-        log_pi = torch.where(update, log_pi_step, log_pi)
+        log_pi = log_pi_step if bool(update.all()) else torch.where(update, log_pi_step, log_pi)
         f_new = torch.where(update, f_step.abs(), f_new)
     return _normalise(log_pi, div)
