@@ -21,6 +21,7 @@ Finite arguments always stay inside the inverse's domain at the solved Z, since 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -33,6 +34,7 @@ from polyalign.errors import PolyalignError, WeightsError
 SUM_TOL = 1e-6  # |sum w - 1| below this lets the reference cancel in reverse KL
 _NEWTON_TOL = 1e-12  # |log mass| at which Z counts as solved; an exact renormalisation follows
 _MAX_ITER = 100
+_LOG_TINY = -745.0  # log of the smallest float64
 
 
 def combine_logprobs(reference: Tensor | None, experts: Tensor, weights: Tensor | Sequence[float],
@@ -180,11 +182,10 @@ def _solve(reference: Tensor, experts: Tensor, w: Tensor, div: Divergence) -> Te
     ``arg(s) = sum_i w_i grad f(pi_i/pi_ref) - (sum w) E`` (a constant shift of Z) and ``spread(s) = max arg - arg(s)``,
     ``log pi(s) = log pi_ref(s) + log_inv_gap(spread(s) + delta)``; the unknown ``delta`` is Z up to a per-row
     constant, and near a pole (``delta -> 0+``) keeps full relative precision. ``F(delta) = log sum_s pi(s)`` is
-    strictly decreasing and convex (log (grad f)^-1 is convex for every barrier f in the table), so a Newton step
-    from either end of a bracket lands left of the root and the lower end climbs monotonically to it. Bracket:
+    strictly decreasing and convex (log (grad f)^-1 is convex for every barrier f in the table). Bracket:
     ``F <= 0`` at ``delta_hi = grad_gap(0)`` (every token's ratio <= 1); ``F >= 0`` at
-    ``delta_lo = max_s [grad_gap(-log pi_ref(s)) - spread(s)]`` (that token alone has mass >= 1). Steps leaving the
-    bracket fall back to (geometric, when the bracket spans orders of magnitude) bisection.
+    ``delta_lo = max_s [grad_gap(-log pi_ref(s)) - spread(s)]`` (that token alone has mass >= 1). Newton steps
+    that leave the bracket fall back to bisection; with a pole they run on log(delta).
     """
     outside = torch.isneginf(reference) if _has_zeros(reference) else None
     log_ratio = experts - reference
@@ -218,20 +219,32 @@ def _solve(reference: Tensor, experts: Tensor, w: Tensor, div: Divergence) -> Te
         slope = (weight * div.inv_slope(log_x)).sum(dim=-1, keepdim=True)
         return peak + torch.log(mass), -slope / mass, log_pi
 
+    # Newton runs on u = log(delta) when the inverse has a pole (delta > 0): F is then nearly linear in u next
+    # to the pole, where it is logarithmic in delta and Newton in delta would crawl.
+    log_space = math.isfinite(div.grad_hi)
+    to_delta = torch.exp if log_space else (lambda u: u)
     hi = div.grad_gap(torch.zeros_like(top))
     lo = (div.grad_gap(-reference) - spread).amax(dim=-1, keepdim=True).clamp(max=hi)
     f_hi, d_hi, log_pi = log_mass(hi)
     f_lo, d_lo, log_pi_lo = log_mass(lo)
+    if log_space:  # dF/du = delta dF/ddelta
+        hi, lo, d_hi, d_lo = hi.log(), lo.log().clamp(min=_LOG_TINY), d_hi * hi, d_lo * lo
     log_pi = torch.where(f_hi.abs() <= f_lo.abs(), log_pi, log_pi_lo)
     f_new = torch.minimum(f_hi.abs(), f_lo.abs())
     for _ in range(_MAX_ITER):
-        done = (f_new <= _NEWTON_TOL) | (hi - lo <= 4e-16 * torch.maximum(lo.abs(), hi.abs()))
+        width = 4e-16 * (1 if log_space else torch.maximum(lo.abs(), hi.abs()))
+        done = (f_new <= _NEWTON_TOL) | (hi - lo <= width)
         if bool(done.all()):
             break
-        newton = torch.maximum(hi - f_hi / d_hi, torch.where(torch.isfinite(f_lo), lo - f_lo / d_lo, -torch.inf))
-        mid = torch.where((lo > 0) & (hi > 4 * lo), (lo * hi).sqrt(), (lo + hi) / 2)
-        step = torch.where((newton > lo) & (newton < hi), newton, mid)
-        f_step, d_step, log_pi_step = log_mass(step)
+        newton_lo = torch.where(torch.isfinite(f_lo), lo - f_lo / d_lo, -torch.inf)
+        if log_space:  # from the better end
+            newton = torch.where(f_lo.abs() < f_hi.abs(), newton_lo, hi - f_hi / d_hi)
+        else:  # F is convex in delta: both ends' Newton steps fall short of the root, take the larger
+            newton = torch.maximum(newton_lo, hi - f_hi / d_hi)
+        step = torch.where((newton > lo) & (newton < hi), newton, (lo + hi) / 2)
+        f_step, d_step, log_pi_step = log_mass(to_delta(step))
+        if log_space:
+            d_step = d_step * to_delta(step)
         update = ~done
         below = update & (f_step < 0)  # NaN/inf (beyond the pole) counts as too much mass
         above = update & ~(f_step < 0)
