@@ -72,6 +72,8 @@ def test_jeffrey_inverse_is_monotone_keeps_dtype_and_handles_infinities():
     out = jeffrey_log_grad_inv(y32)
     assert out.dtype == torch.float32
     assert out[0] == -math.inf and out[-1] == math.inf and out[2] == 0
+    assert jeffrey_log_grad_inv(torch.empty(0)).shape == (0,)
+    assert jeffrey_log_grad_inv(torch.tensor([math.nan])).isnan().all()
 
 
 @pytest.mark.parametrize("name", ALL)

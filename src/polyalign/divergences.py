@@ -92,7 +92,8 @@ def _forward_kl() -> Divergence:
 
 def _jsd_log_inv_gap(d: Tensor) -> Tensor:
     # x = 1/(2e^-y - 1) at y = log 2 - d: log x = -d - log(-expm1(-d)), accurate near the pole d -> 0+.
-    return -d - torch.log((-torch.expm1(-d)).clamp(min=0))
+    neg_d = -d
+    return neg_d - torch.log(torch.expm1(neg_d).neg_().clamp_(min=0))
 
 
 def _jsd() -> Divergence:
@@ -148,11 +149,12 @@ def jeffrey_log_grad_inv(y: Tensor, start: Tensor | None = None) -> Tensor:
     t = torch.maximum(torch.maximum(yf - 1, yf / 2), torch.where(positive, 0.0, -torch.log1p(-yf.clamp(max=0))))
     if start is not None:
         t = torch.maximum(t, torch.where(finite, start.to(torch.float64), t))
-    for _ in range(_JEFFREY_MAX_ITER):
-        e = torch.exp((-t).clamp(-700, 700))  # exact for |y| < e^700; exp off that range is ~10x slower on CPU
-        step = (yf - (t + 1 - e)) / (1 + e)  # >= 0 up to rounding: iterates stay below the root
+    y_minus_1 = yf - 1
+    for _ in range(_JEFFREY_MAX_ITER if y.numel() else 0):
+        e = torch.exp((-t).clamp_(-700, 700))  # exact for |y| < e^700; exp off that range is ~10x slower on CPU
+        step = (y_minus_1 - t + e) / (1 + e)  # = (y - h(t)) / h'(t) >= 0 up to rounding: iterates stay below the root
         t = t + step
-        if bool((step.abs() <= 1e-7).all()):
+        if bool(torch.linalg.vector_norm(step, ord=math.inf) <= 1e-7):
             break
     return torch.where(finite, t, y).to(dtype)  # y = -inf -> log x = -inf; y = inf -> inf; nan stays nan
 
