@@ -317,6 +317,11 @@ def test_per_prompt_weights_apply_to_every_position_of_that_prompt(name):
     torch.testing.assert_close(out, same)
 
 
+def test_an_empty_batch_gives_an_empty_result():
+    for name in BARRIER:
+        assert combine_logprobs(torch.zeros(0, 5), torch.zeros(2, 0, 5), [0.5, 0.5], name).shape == (0, 5)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_output_keeps_the_input_dtype_and_device(dtype):
     gen = torch.Generator().manual_seed(8)

@@ -125,7 +125,7 @@ def _as_weights(weights: Tensor | Sequence[float], experts: Tensor) -> Tensor:
 
 def _has_zeros(log_probs: Tensor) -> bool:
     """Whether any probability is 0 (one reduction; inputs hold no NaN)."""
-    return bool(log_probs.amin() == -torch.inf)
+    return log_probs.numel() > 0 and bool(log_probs.amin() == -torch.inf)
 
 
 def _weighted_sum(values: Tensor, w: Tensor, excluded: Tensor | None, div: Divergence) -> Tensor:
@@ -199,7 +199,7 @@ def _solve(reference: Tensor, experts: Tensor, w: Tensor, div: Divergence) -> Te
         raise WeightsError(f"divergence {div.name!r}: the weighted sum of gradients overflowed float64; use smaller "
                            "weights")
     spread = top - arg  # >= 0; +inf where pi(s) = 0
-    if bool(spread.amax() == torch.inf):
+    if _has_zeros(-spread):
         reference = reference.masked_fill(torch.isposinf(spread), -torch.inf)
 
     last: list[Tensor] = []  # delta and log_x of the latest evaluation: warm start for iterative inverses
