@@ -173,6 +173,17 @@ def test_zero_probabilities_follow_the_conventions(name):
     torch.testing.assert_close(out.exp().sum(-1), torch.ones(2, dtype=F64))
 
 
+def test_the_papers_safety_weights_work_with_padded_slots_and_zero_weights_ignore_zeros():
+    gen = torch.Generator().manual_seed(11)
+    experts = _random_logprobs(gen, 3, 2, 12)
+    experts[:, :, -2:] = -math.inf  # padded vocabulary slots, zero under every model
+    experts[2, :, 0] = -math.inf  # a zero under an expert whose weight is 0
+    out = combine_logprobs(None, experts, [5.0, -4.0, 0.0])
+    assert (out[..., -2:] == -math.inf).all() and torch.isfinite(out[..., :-2]).all()
+    expected = torch.log_softmax(5 * experts[0, :, :-2] - 4 * experts[1, :, :-2], dim=-1)
+    torch.testing.assert_close(out[..., :-2], expected, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("name", BARRIER)
 def test_a_negative_weight_on_a_zero_probability_is_a_clear_error(name):
     gen = torch.Generator().manual_seed(7)
@@ -304,6 +315,11 @@ def test_per_prompt_weights_apply_to_every_position_of_that_prompt(name):
         torch.testing.assert_close(out[b], combine_logprobs(ref[b], experts[:, b], weights[b], name))
     same = combine_logprobs(ref, experts, weights[:, None, :].expand(2, 5, 2), name)  # [B, T, M]
     torch.testing.assert_close(out, same)
+
+
+def test_an_empty_batch_gives_an_empty_result():
+    for name in BARRIER:
+        assert combine_logprobs(torch.zeros(0, 5), torch.zeros(2, 0, 5), [0.5, 0.5], name).shape == (0, 5)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])

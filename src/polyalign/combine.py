@@ -21,6 +21,7 @@ Finite arguments always stay inside the inverse's domain at the solved Z, since 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -33,6 +34,7 @@ from polyalign.errors import PolyalignError, WeightsError
 SUM_TOL = 1e-6  # |sum w - 1| below this lets the reference cancel in reverse KL
 _NEWTON_TOL = 1e-12  # |log mass| at which Z counts as solved; an exact renormalisation follows
 _MAX_ITER = 100
+_LOG_TINY = -745.0  # log of the smallest float64
 
 
 def combine_logprobs(reference: Tensor | None, experts: Tensor, weights: Tensor | Sequence[float],
@@ -88,7 +90,8 @@ def _check_logprobs(reference: Tensor | None, experts: Tensor) -> torch.dtype:
     for name, x in tensors.items():
         if not x.is_floating_point():
             raise PolyalignError(f"{name} must be floating-point log-probs, got dtype {x.dtype}")
-        if not bool((x < torch.inf).all()):
+        total = x.sum()  # one cheap reduction: NaN or +inf anywhere shows (log-probs <= 0 cannot overflow up)
+        if bool(total.isnan() | (total == torch.inf)):
             raise PolyalignError(f"{name} log-probs contain NaN or +inf; pass log_softmax outputs "
                                  "(-inf is fine and means probability 0)")
     return experts.dtype if reference is None else torch.promote_types(reference.dtype, experts.dtype)
@@ -120,12 +123,17 @@ def _as_weights(weights: Tensor | Sequence[float], experts: Tensor) -> Tensor:
 
 # --- the combination -------------------------------------------------------------------------------------
 
+def _has_zeros(log_probs: Tensor) -> bool:
+    """Whether any probability is 0 (one reduction; inputs hold no NaN)."""
+    return log_probs.numel() > 0 and bool(log_probs.amin() == -torch.inf)
+
+
 def _weighted_sum(values: Tensor, w: Tensor, excluded: Tensor | None, div: Divergence) -> Tensor:
     """``sum_i w_i values_i`` over experts with the module's conventions for ``values = -inf``."""
-    zero = torch.isneginf(values)
-    if not bool(zero.any()):
+    if not _has_zeros(values):
         out = (w * values).sum(0)
         return out if excluded is None else out.masked_fill(excluded, -torch.inf)
+    zero = torch.isneginf(values)
     out = (w * values.masked_fill(zero, 0.0)).sum(0)
     excluded = (zero & (w > 0)).any(0) | (False if excluded is None else excluded)
     undefined = zero & (w < 0) & ~excluded
@@ -151,6 +159,8 @@ def _reverse_kl_logits(reference: Tensor | None, experts: Tensor, w: Tensor, tot
     logits = _weighted_sum(experts, w, None, div)
     if reference is None:
         return logits
+    if not _has_zeros(reference):
+        return logits + (1 - total) * reference
     zero_ref = torch.isneginf(reference)
     logits = logits + (1 - total) * reference.masked_fill(zero_ref, 0.0)
     return logits.masked_fill(zero_ref & ~cancels, -torch.inf)
@@ -172,14 +182,15 @@ def _solve(reference: Tensor, experts: Tensor, w: Tensor, div: Divergence) -> Te
     ``arg(s) = sum_i w_i grad f(pi_i/pi_ref) - (sum w) E`` (a constant shift of Z) and ``spread(s) = max arg - arg(s)``,
     ``log pi(s) = log pi_ref(s) + log_inv_gap(spread(s) + delta)``; the unknown ``delta`` is Z up to a per-row
     constant, and near a pole (``delta -> 0+``) keeps full relative precision. ``F(delta) = log sum_s pi(s)`` is
-    strictly decreasing and convex (log (grad f)^-1 is convex for every barrier f in the table), so a Newton step
-    from either end of a bracket lands left of the root and the lower end climbs monotonically to it. Bracket:
+    strictly decreasing and convex (log (grad f)^-1 is convex for every barrier f in the table). Bracket:
     ``F <= 0`` at ``delta_hi = grad_gap(0)`` (every token's ratio <= 1); ``F >= 0`` at
-    ``delta_lo = max_s [grad_gap(-log pi_ref(s)) - spread(s)]`` (that token alone has mass >= 1). Steps leaving the
-    bracket fall back to (geometric, when the bracket spans orders of magnitude) bisection.
+    ``delta_lo = max_s [grad_gap(-log pi_ref(s)) - spread(s)]`` (that token alone has mass >= 1). Newton steps
+    that leave the bracket fall back to bisection; with a pole they run on log(delta).
     """
-    outside = torch.isneginf(reference)
-    log_ratio = (experts - reference).masked_fill(outside, 0.0)  # excluded tokens get a harmless finite ratio
+    outside = torch.isneginf(reference) if _has_zeros(reference) else None
+    log_ratio = experts - reference
+    if outside is not None:
+        log_ratio = log_ratio.masked_fill(outside, 0.0)  # excluded tokens get a harmless finite ratio
     arg = _weighted_sum(-div.grad_gap(log_ratio), w, outside, div)  # -inf exactly where pi(s) = 0
     top = arg.amax(dim=-1, keepdim=True)
     if bool(torch.isneginf(top).any()):
@@ -188,44 +199,57 @@ def _solve(reference: Tensor, experts: Tensor, w: Tensor, div: Divergence) -> Te
         raise WeightsError(f"divergence {div.name!r}: the weighted sum of gradients overflowed float64; use smaller "
                            "weights")
     spread = top - arg  # >= 0; +inf where pi(s) = 0
-    reference = reference.masked_fill(torch.isposinf(spread), -torch.inf)
+    if _has_zeros(-spread):
+        reference = reference.masked_fill(torch.isposinf(spread), -torch.inf)
 
     last: list[Tensor] = []  # delta and log_x of the latest evaluation: warm start for iterative inverses
 
     def log_mass(delta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """F(delta), F'(delta), log pi(s; delta); exponents clamped at -700 (exp's denormal path is slow on CPU)."""
         if div.log_inv_gap_from is not None and last:  # log_x is convex in delta: its tangent is a lower bound
-            start = last[1] - torch.exp(div.log_inv_slope(last[1])) * (delta - last[0])
+            start = last[1] - div.inv_slope(last[1]) * (delta - last[0])
             log_x = div.log_inv_gap_from(spread + delta, start)
         else:
             log_x = div.log_inv_gap(spread + delta)  # log (pi / pi_ref)
         last[:] = [delta, log_x]
         log_pi = reference + log_x
         peak = log_pi.amax(dim=-1, keepdim=True).clamp(min=-1e300, max=1e300)
-        shifted = log_pi - peak
-        mass = torch.exp(shifted.clamp(min=-700)).sum(dim=-1, keepdim=True)
-        slope = torch.exp((shifted + div.log_inv_slope(log_x)).clamp(min=-700)).sum(dim=-1, keepdim=True)
+        weight = torch.exp((log_pi - peak).clamp(min=-700))
+        mass = weight.sum(dim=-1, keepdim=True)
+        slope = (weight * div.inv_slope(log_x)).sum(dim=-1, keepdim=True)
         return peak + torch.log(mass), -slope / mass, log_pi
 
+    # Newton runs on u = log(delta) when the inverse has a pole (delta > 0): F is then nearly linear in u next
+    # to the pole, where it is logarithmic in delta and Newton in delta would crawl.
+    log_space = math.isfinite(div.grad_hi)
+    to_delta = torch.exp if log_space else (lambda u: u)
     hi = div.grad_gap(torch.zeros_like(top))
     lo = (div.grad_gap(-reference) - spread).amax(dim=-1, keepdim=True).clamp(max=hi)
     f_hi, d_hi, log_pi = log_mass(hi)
     f_lo, d_lo, log_pi_lo = log_mass(lo)
+    if log_space:  # dF/du = delta dF/ddelta
+        hi, lo, d_hi, d_lo = hi.log(), lo.log().clamp(min=_LOG_TINY), d_hi * hi, d_lo * lo
     log_pi = torch.where(f_hi.abs() <= f_lo.abs(), log_pi, log_pi_lo)
     f_new = torch.minimum(f_hi.abs(), f_lo.abs())
     for _ in range(_MAX_ITER):
-        done = (f_new <= _NEWTON_TOL) | (hi - lo <= 4e-16 * torch.maximum(lo.abs(), hi.abs()))
+        width = 4e-16 * (1 if log_space else torch.maximum(lo.abs(), hi.abs()))
+        done = (f_new <= _NEWTON_TOL) | (hi - lo <= width)
         if bool(done.all()):
             break
-        newton = torch.maximum(hi - f_hi / d_hi, torch.where(torch.isfinite(f_lo), lo - f_lo / d_lo, -torch.inf))
-        mid = torch.where((lo > 0) & (hi > 4 * lo), (lo * hi).sqrt(), (lo + hi) / 2)
-        step = torch.where((newton > lo) & (newton < hi), newton, mid)
-        f_step, d_step, log_pi_step = log_mass(step)
+        newton_lo = torch.where(torch.isfinite(f_lo), lo - f_lo / d_lo, -torch.inf)
+        if log_space:  # from the better end
+            newton = torch.where(f_lo.abs() < f_hi.abs(), newton_lo, hi - f_hi / d_hi)
+        else:  # F is convex in delta: both ends' Newton steps fall short of the root, take the larger
+            newton = torch.maximum(newton_lo, hi - f_hi / d_hi)
+        step = torch.where((newton > lo) & (newton < hi), newton, (lo + hi) / 2)
+        f_step, d_step, log_pi_step = log_mass(to_delta(step))
+        if log_space:
+            d_step = d_step * to_delta(step)
         update = ~done
         below = update & (f_step < 0)  # NaN/inf (beyond the pole) counts as too much mass
         above = update & ~(f_step < 0)
         hi, f_hi, d_hi = (torch.where(below, a, b) for a, b in ((step, hi), (f_step, f_hi), (d_step, d_hi)))
         lo, f_lo, d_lo = (torch.where(above, a, b) for a, b in ((step, lo), (f_step, f_lo), (d_step, d_lo)))
-        log_pi = torch.where(update, log_pi_step, log_pi)
+        log_pi = log_pi_step if bool(update.all()) else torch.where(update, log_pi_step, log_pi)
         f_new = torch.where(update, f_step.abs(), f_new)
     return _normalise(log_pi, div)
