@@ -56,3 +56,27 @@ def make_plain() -> ToyPolicy:
     from polyalign.evaluation.methods import FixedWeights
 
     return FixedWeights(ToyPolicy(), [0.5, 0.5], ["pos", "long"])
+
+
+BUILT: list[str] = []
+
+
+def make_counted(kl: bool = True) -> ToyPolicy:
+    """Like :func:`make_toy`, and remembers that it was built (to prove a re-run only redraws)."""
+    BUILT.append("toy")
+    return ToyPolicy(kl=kl)
+
+
+class ShorterJudge:
+    """A stub judge that always prefers the shorter response (ties on equal length): order-independent."""
+
+    name = "shorter-stub"
+
+    def option_logprobs(self, system, questions, options):
+        rows = []
+        for q in questions:
+            a = q.split("Response A:\n", 1)[1].split("\n\nResponse B:\n", 1)[0]
+            b = q.split("\n\nResponse B:\n", 1)[1].split("\n\nWhich response", 1)[0]
+            pick = "A" if len(a) < len(b) else "B" if len(b) < len(a) else "C"
+            rows.append([0.0 if o == pick else -3.0 for o in options])
+        return torch.tensor(rows)

@@ -10,6 +10,7 @@ import sys
 import typer
 from rich.console import Console
 
+from polyalign.cli_evaluate import evaluate
 from polyalign.errors import PolyalignError
 
 app = typer.Typer(
@@ -25,6 +26,9 @@ console = Console(stderr=True)
 @app.callback()
 def _root() -> None:
     """Steer a language model across several objectives at inference time."""
+
+
+app.command()(evaluate)
 
 
 def main(argv: list[str] | None = None) -> None:

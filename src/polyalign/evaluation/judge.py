@@ -103,10 +103,11 @@ class LMJudge:
     name: str = "judge"
 
     def option_ids(self, options: Sequence[str]) -> list[list[int]]:
-        """First-token ids of each option, with and without a leading space; they must not overlap."""
+        """Token ids of each option, bare and with a leading space where that is one token; none shared."""
         ids = []
         for option in options:
-            found = {self.tokenizer.encode(v, add_special_tokens=False)[0] for v in (option, " " + option)}
+            encoded = [self.tokenizer.encode(v, add_special_tokens=False) for v in (option, " " + option)]
+            found = {e[0] for e in encoded if len(e) == 1} or {encoded[0][0]}
             ids.append(sorted(found))
         flat = [i for group in ids for i in group]
         if len(flat) != len(set(flat)):
