@@ -218,3 +218,16 @@ def test_cli_evaluate_and_its_one_line_errors(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         main(["evaluate", "--config", str(tmp_path / "missing.yaml")])
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_alpha_sweep_gives_one_front_per_alpha(tmp_path):
+    methods = [{"name": "toy", "kind": "python", "factory": "tests.eval_helpers:make_toy", "alphas": [0.2, 0.6]}]
+    config = parse_config(_config(tmp_path, methods=methods, judge=None, weights={"simplex": 3}))
+    result, paths = evaluate(config, objectives=ToyObjectives(), progress=False)
+    points = result.sweeps[0].points
+    assert [(p.weights, p.alpha) for p in points][:2] == [([0.0, 1.0], 0.2), ([0.0, 1.0], 0.6)]
+    assert all(p.value_alpha == p.alpha for p in points)  # V uses the generation alpha when there is one
+    for p in points:
+        assert p.value[0] == pytest.approx((1 - p.alpha) * p.mean[0] - p.alpha * p.kl)
+    assert [(f.method, f.alpha, f.n_points) for f in result.indicators] == [("toy", 0.2, 3), ("toy", 0.6, 3)]
+    assert "w=(0.5,0.5) a=0.6" in paths["html"].read_text()

@@ -128,8 +128,9 @@ class EvalConfig(_Strict):
                                 targets)
 
     def fingerprint(self) -> str:
-        """sha256 of everything that changes the results (not the output folder); prompt files by content."""
-        data = self.model_dump(mode="json", exclude={"output_dir", "prompts_file", "prompts"})
+        """sha256 of everything that changes the results (not the output folder or the number of examples
+        shown in the report); prompt files count by their content, not their path."""
+        data = self.model_dump(mode="json", exclude={"output_dir", "prompts_file", "prompts", "examples"})
         data["prompts"] = self.load_prompts()
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 

@@ -89,3 +89,74 @@ def build_python(name: str, objectives: list[str], factory: str, args: dict | No
 
 
 register_method("python", build_python)
+
+
+def _require(module: str, kind: str):
+    """Import a module a method kind needs, or say which part of polyalign is missing."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"method kind {kind!r} needs {module}, which this polyalign install lacks ({exc}); "
+                          "update polyalign") from None
+
+
+def _expert(spec: dict | str | None, what: str):
+    """An :class:`~polyalign.experts.Expert` from a model string or a mapping of its fields."""
+    Expert = _require("polyalign.experts", "mod").Expert
+
+    if spec is None or isinstance(spec, Expert):
+        return spec
+    if isinstance(spec, str):
+        return Expert(model=spec)
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{what} must be a model name or a mapping with model/adapter/system_prompt/name")
+    try:
+        return Expert(**spec)
+    except TypeError as exc:
+        raise ConfigError(f"{what}: {exc}") from None
+
+
+def build_mod(name: str, objectives: list[str], experts: list | None = None, reference=None,
+              personas: dict[str, str] | None = None, model: str | None = None,
+              reference_system_prompt: str | None = None, divergence: str = "reverse_kl",
+              device: str | None = None, dtype: str | None = None) -> Method:
+    """MOD over ``experts`` (models, adapters, system prompts) or one ``model`` with ``personas``.
+
+    Expert ``i`` steers objective ``i``; without explicit names the evaluated objectives name them.
+    """
+    DEFAULT_MODEL = _require("polyalign.models", "mod").DEFAULT_MODEL
+    MOD = _require("polyalign.policies", "mod").MOD
+
+    if (experts is None) == (personas is None):
+        raise ConfigError(f"method {name!r} (mod): give either experts or personas")
+    if personas is not None:
+        policy = MOD.from_personas(personas, model=model or DEFAULT_MODEL,
+                                   reference_system_prompt=reference_system_prompt, divergence=divergence,
+                                   device=device, dtype=dtype)
+    else:
+        built = [_expert(e, f"method {name!r} expert {i}") for i, e in enumerate(experts)]
+        policy = MOD(built, _expert(reference, f"method {name!r} reference"), divergence=divergence,
+                     objectives=objectives if len(built) == len(objectives) else None, device=device, dtype=dtype)
+    return Method(name, policy)
+
+
+def build_model(name: str, objectives: list[str], model: str | None = None, adapter: str | None = None,
+                system_prompt: str | None = None, reference=None, device: str | None = None,
+                dtype: str | None = None) -> Method:
+    """A plain model as a single point: MOD with one expert at weight 1 equals the model itself (the
+    reference cancels under reverse KL), and the reference (default: the same model without adapter or
+    system prompt) still gives the KL.
+    """
+    Expert = _require("polyalign.experts", "model").Expert
+    DEFAULT_MODEL = _require("polyalign.models", "model").DEFAULT_MODEL
+    MOD = _require("polyalign.policies", "model").MOD
+
+    model = model or DEFAULT_MODEL
+    expert = Expert(model=model, adapter=adapter, system_prompt=system_prompt, name=name)
+    ref = _expert(reference, f"method {name!r} reference") or Expert(model=model, name="reference")
+    policy = MOD([expert], ref, objectives=[name], device=device, dtype=dtype)
+    return Method(name, FixedWeights(policy, [1.0], objectives), single_point=True)
+
+
+register_method("mod", build_mod)
+register_method("model", build_model)
