@@ -33,3 +33,19 @@ def tiny_padded_model(tiny_dir, tiny_tokenizer) -> Path:
 def tiny_adapters(tiny_dir, tiny_models) -> list[Path]:
     """Two random LoRA adapters on tiny_models[0]."""
     return [save_lora_adapter(tiny_dir / f"lora{i}", tiny_models[0], seed=10 + i) for i in range(2)]
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_model(tiny_dir, tiny_tokenizer) -> Path:
+    """A random Llama reward model with a scalar head whose tokenizer has a chat template."""
+    from tests.tiny import save_classifier
+
+    return save_classifier(tiny_dir / "reward", tiny_tokenizer, seed=21, num_labels=1, kind="llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_nli_model(tiny_dir, tiny_tokenizer) -> Path:
+    """A random BERT classifier with MNLI-style labels and no chat template."""
+    from tests.tiny import save_classifier
+
+    return save_classifier(tiny_dir / "nli", tiny_tokenizer, seed=22, num_labels=3, kind="bert", chat_template=False)

@@ -83,3 +83,41 @@ def save_lora_adapter(path: Path, base_dir: Path, seed: int, r: int = 4) -> Path
                 p.normal_(0.0, 0.5)
     peft_model.save_pretrained(path)
     return path
+
+
+NLI_LABELS = {0: "contradiction", 1: "neutral", 2: "entailment"}
+
+
+def save_classifier(path: Path, tokenizer: PreTrainedTokenizerFast, seed: int, num_labels: int = 1,
+                    kind: str = "llama", chat_template: bool = True) -> Path:
+    """A random sequence classifier: a 2-layer Llama (decoder reward model) or BERT (NLI-style encoder).
+
+    ``num_labels == 3`` names the labels contradiction/neutral/entailment like MNLI heads.
+    """
+    from transformers import BertConfig, BertForSequenceClassification, LlamaForSequenceClassification
+
+    torch.manual_seed(seed)
+    labels = NLI_LABELS if num_labels == 3 else {i: f"LABEL_{i}" for i in range(num_labels)}
+    common = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, max_position_embeddings=256, pad_token_id=0, num_labels=num_labels,
+                  id2label=labels, label2id={v: k for k, v in labels.items()})
+    if kind == "llama":
+        model = LlamaForSequenceClassification(LlamaConfig(num_key_value_heads=2, bos_token_id=1, eos_token_id=2,
+                                                           **common))
+    else:
+        model = BertForSequenceClassification(BertConfig(**common))
+    with torch.no_grad():  # spread the random head so labels and rows really differ
+        for p in model.score.parameters() if kind == "llama" else model.classifier.parameters():
+            p.mul_(10.0)
+    model.eval().save_pretrained(path)
+    saved = tokenizer if chat_template else _without_template(tokenizer)
+    saved.save_pretrained(path)
+    return path
+
+
+def _without_template(tokenizer: PreTrainedTokenizerFast) -> PreTrainedTokenizerFast:
+    import copy
+
+    plain = copy.deepcopy(tokenizer)
+    plain.chat_template = None
+    return plain

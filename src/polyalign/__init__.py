@@ -1,7 +1,20 @@
 """polyalign: steer a language model across several objectives at inference time."""
 
+from polyalign import divergences
+from polyalign.combine import combine_logprobs
 from polyalign.errors import PolyalignError
 from polyalign.interface import Generation, GenerationConfig, SteerablePolicy
 
 __version__ = "0.1.0"
-__all__ = ["Generation", "GenerationConfig", "PolyalignError", "SteerablePolicy", "__version__"]
+__all__ = ["MOD", "Expert", "Generation", "GenerationConfig", "PolyalignError", "SteerablePolicy", "__version__",
+           "combine_logprobs", "divergences"]
+
+_LAZY = {"MOD": "polyalign.policies", "Expert": "polyalign.experts"}  # these import transformers: load on use
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'polyalign' has no attribute {name!r}")

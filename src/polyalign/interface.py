@@ -25,11 +25,13 @@ class GenerationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_new_tokens: int = Field(64, ge=1, le=32768)
+    min_new_tokens: int = Field(0, ge=0)
     strategy: Literal["greedy", "sample", "beam"] = "greedy"
     temperature: float = Field(1.0, gt=0.0)
     top_k: int | None = Field(None, ge=1)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     num_beams: int = Field(4, ge=1)
+    length_penalty: float = 1.0
     stop: list[str] = Field(default_factory=list)
     seed: int | None = 0
 
@@ -37,6 +39,8 @@ class GenerationConfig(BaseModel):
     def _check(self) -> GenerationConfig:
         if any(s == "" for s in self.stop):
             raise ValueError("stop strings must be non-empty")
+        if self.min_new_tokens > self.max_new_tokens:
+            raise ValueError("min_new_tokens must not exceed max_new_tokens")
         return self
 
 

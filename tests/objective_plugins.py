@@ -1,0 +1,34 @@
+"""Callables for the python: objective tests (imported by path, like a user's module)."""
+
+import math
+
+
+def word_count(prompts, responses):
+    return [float(len(r.split())) for r in responses]
+
+
+def overlap(prompts, responses, references):
+    return [float(ref is not None and ref in r) for r, ref in zip(responses, references, strict=True)]
+
+
+def one_row(prompt, response):
+    return len(response) - len(prompt)
+
+
+def wrong_shape(prompts, responses):
+    return [[1.0, 2.0] for _ in responses]
+
+
+def nan_in_row_two(prompts, responses):
+    return [math.nan if i == 2 else 0.0 for i in range(len(responses))]
+
+
+def not_numbers(prompts, responses):
+    return ["high" for _ in responses]
+
+
+NOT_CALLABLE = 3
+
+
+def nan_when_bad(prompts, responses):
+    return [math.nan if r == "bad" else 1.0 for r in responses]
