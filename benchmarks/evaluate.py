@@ -13,6 +13,8 @@ import time
 
 from polyalign.evaluation import run_sweep, simplex_grid, write_outputs
 from polyalign.interface import GenerationConfig
+from polyalign.objectives import build
+from polyalign.policies import MOD
 
 PERSONAS = {
     "sentiment": "You are warm, kind and enthusiastic. Answer with a very positive, upbeat tone.",
@@ -32,9 +34,6 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="prompts per generate call (default: all)")
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
-
-    from polyalign.objectives import build  # needs MOD and the objectives on main
-    from polyalign.policies import MOD
 
     prompts = (PROMPTS * (args.prompts // len(PROMPTS) + 1))[: args.prompts]
     t0 = time.perf_counter()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+import yaml
 
+from polyalign.cli import main
 from polyalign.evaluation import evaluate, load_results, parse_config
 from polyalign.evaluation.judge import LMJudge, load_judge
-
-pytest.importorskip("polyalign.policies", reason="MOD (polyalign.policies) is not merged yet")
 
 
 class TextStats:
@@ -81,3 +83,32 @@ def test_load_judge_from_a_model_spec(tiny_models):
     judge = load_judge(str(tiny_models[0]), batch_size=2)
     assert isinstance(judge, LMJudge)
     assert judge.option_logprobs("judge", ["q1", "a longer q2"], ["A", "B"]).shape == (2, 2)
+
+
+def test_cli_evaluate_with_real_objectives_on_tiny_models(tiny_models, tmp_path, capsys):
+    ref, a, b = (str(p) for p in tiny_models)
+    config = {
+        "objectives": ["sentiment", "length:unit=chars"],
+        "methods": [{"name": "mod", "kind": "mod", "experts": [a, b], "reference": ref}],
+        "prompts": ["hello world", "tell me a story"],
+        "weights": {"simplex": 3},
+        "generation": {"max_new_tokens": 4},
+        "reference_point": [-1.0, 0.0],
+        "n_bootstrap": 20,
+        "output_dir": str(tmp_path / "run"),
+    }
+    path = tmp_path / "eval.yaml"
+    path.write_text(yaml.safe_dump(config))
+    main(["evaluate", "--config", str(path), "--no-progress"])
+    assert "hypervolume" in capsys.readouterr().out
+    stored = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert stored["objectives"] == ["sentiment", "length"] and stored["reference_point_source"] == "configured"
+    assert stored["config"]["objectives"] == config["objectives"]
+    assert (tmp_path / "run" / "report.html").is_file()
+
+    config["methods"][0]["kind"] = "clp-not-yet"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--config", str(path), "--no-progress", "--out", str(tmp_path / "other")])
+    assert exit_info.value.code == 2
+    assert "unknown method kind 'clp-not-yet'" in capsys.readouterr().err
