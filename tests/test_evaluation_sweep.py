@@ -231,3 +231,13 @@ def test_alpha_sweep_gives_one_front_per_alpha(tmp_path):
         assert p.value[0] == pytest.approx((1 - p.alpha) * p.mean[0] - p.alpha * p.kl)
     assert [(f.method, f.alpha, f.n_points) for f in result.indicators] == [("toy", 0.2, 3), ("toy", 0.6, 3)]
     assert "w=(0.5,0.5) a=0.6" in paths["html"].read_text()
+
+
+def test_example_config_is_valid():
+    from polyalign.evaluation import load_config
+
+    config = load_config("configs/eval-personas.yaml")
+    assert [m.kind for m in config.methods] == ["mod", "model"] and config.judge.criteria == ["conciseness", "quality"]
+    weightings = config.weightings(["sentiment", "concise"], [None])
+    assert len(weightings) == 11 + 2 + 1 and weightings[-1].held_out  # the line shares (0,1), (1,0) with the simplex
+    assert (2.0, -1.0) in [w.weights for w in weightings]
