@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from polyalign.cli_evaluate import evaluate
 from polyalign.cli_generate import generate
 from polyalign.errors import PolyalignError
 
@@ -31,6 +32,7 @@ def _root() -> None:
 
 
 app.command()(generate)
+app.command()(evaluate)
 
 
 @app.command("objectives")

@@ -1,0 +1,101 @@
+"""Files of a run folder: results.json (the source of truth), results.csv, PNG plots and report.html.
+
+Everything but results.json is drawn from it, so re-running on existing results only redraws. The JSON
+stores the config hash; a folder written under another configuration is refused, never mixed.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from polyalign.errors import ConfigError
+from polyalign.evaluation.plots import kl_reward_plot, pareto_plot, relative_value_plot
+from polyalign.evaluation.report import render_html
+from polyalign.evaluation.results import EvaluationResult, SweepResult
+from polyalign.evaluation.summary import summarize
+
+RESULTS_JSON = "results.json"
+
+
+def load_results(run_dir: str | Path) -> EvaluationResult | None:
+    """The results stored in ``run_dir``, or None if it has none."""
+    path = Path(run_dir) / RESULTS_JSON
+    if not path.is_file():
+        return None
+    try:
+        return EvaluationResult.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValidationError as exc:
+        raise ConfigError(f"{path} is not a polyalign results file ({exc.error_count()} problems); "
+                          "choose another output folder or delete it") from None
+
+
+def check_run_dir(run_dir: str | Path, config_hash: str) -> EvaluationResult | None:
+    """Existing results of the same configuration, None if there are none, an error if they differ."""
+    existing = load_results(run_dir)
+    if existing is not None and existing.config_hash != config_hash:
+        raise ConfigError(
+            f"{Path(run_dir) / RESULTS_JSON} holds results of another configuration (hash "
+            f"{existing.config_hash[:12]}, this one {config_hash[:12]}): choose another output_dir, delete the "
+            "folder, or pass --overwrite"
+        )
+    return existing
+
+
+def write_csv(result: EvaluationResult, path: Path) -> Path:
+    """One row per method and weighting: weights, means with CIs, KL, values, Figure 4 ratio."""
+    names = result.objectives
+    m = len(names)
+    ratio = {(r.method, r.label): r.relative for r in result.relative_values}
+    header = ["method", "single_point", "weighting", "held_out", "alpha", "value_alpha", "n",
+              *[f"w_{n}" for n in names], *[f"mean_{n}" for n in names], *[f"ci_low_{n}" for n in names],
+              *[f"ci_high_{n}" for n in names], "kl", "kl_ci_low", "kl_ci_high", *[f"V_{n}" for n in names],
+              "V_weighted", "relative_value"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for s in result.sweeps:
+            for p in s.points:
+                writer.writerow([s.method, s.single_point, p.label, p.held_out, p.alpha, p.value_alpha,
+                                 len(p.responses), *p.weights[:m], *p.mean, *p.ci_low, *p.ci_high, p.kl, p.kl_ci_low,
+                                 p.kl_ci_high, *p.value, p.weighted_value, ratio.get((s.method, p.label))])
+    return path
+
+
+def draw(result: EvaluationResult, run_dir: str | Path, examples: int = 3) -> dict[str, Path]:
+    """Everything derived from the results: CSV, the three plots and the HTML report."""
+    run_dir = Path(run_dir)
+    paths = {
+        "csv": write_csv(result, run_dir / "results.csv"),
+        "pareto": pareto_plot(result, run_dir / "pareto.png"),
+        "kl_reward": kl_reward_plot(result, run_dir / "kl_reward.png"),
+        "relative_value": relative_value_plot(result, run_dir / "relative_value.png"),
+    }
+    html = run_dir / "report.html"
+    html.write_text(render_html(result, paths, examples), encoding="utf-8")
+    paths["html"] = html
+    return paths
+
+
+def write_outputs(
+    results: EvaluationResult | SweepResult | Sequence[SweepResult],
+    run_dir: str | Path,
+    examples: int = 3,
+) -> dict[str, Path]:
+    """Write results.json and draw every derived file; sweeps are summarised first (indicators, ratios).
+
+    Returns the paths by kind: ``json``, ``csv``, ``pareto``, ``kl_reward``, ``relative_value``, ``html``.
+    """
+    if isinstance(results, SweepResult):
+        results = [results]
+    if not isinstance(results, EvaluationResult):
+        results = summarize(list(results))
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    json_path = run_dir / RESULTS_JSON
+    json_path.write_text(results.model_dump_json(indent=1), encoding="utf-8")
+    return {"json": json_path, **draw(results, run_dir, examples)}
