@@ -15,6 +15,7 @@ from rich.console import Console
 from polyalign.cli_evaluate import evaluate
 from polyalign.cli_generate import generate
 from polyalign.errors import PolyalignError
+from polyalign.models import DEFAULT_MODEL
 
 app = typer.Typer(
     name="polyalign",
@@ -33,6 +34,19 @@ def _root() -> None:
 
 app.command()(generate)
 app.command()(evaluate)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder under which the run folder is written.")] = Path("runs"),
+    model: Annotated[str, typer.Option("--model", "-m", help="Model of the two persona experts.")] = DEFAULT_MODEL,
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 48,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Steer the embedded model between a terse and a warm persona; print, save and plot the trade-off."""
+    from polyalign.demo import run_demo
+
+    run_demo(out, model, max_new_tokens, progress=progress)
 
 
 @app.command("objectives")
