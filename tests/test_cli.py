@@ -77,3 +77,13 @@ def test_bad_input_is_one_line_and_exit_2(persona_args, capsys, extra, message):
 def test_no_experts_is_a_clear_error(tiny_models, capsys):
     code, _, err = run(["generate", "--model", str(tiny_models[0]), "-w", "1", "hi"], capsys)
     assert code == 2 and "no experts" in err
+
+
+def test_the_command_line_starts_without_importing_transformers():
+    """transformers takes seconds to import; commands that need no model (objectives, score, --help) skip it."""
+    import subprocess
+    import sys
+
+    code = "import sys, polyalign.cli; print('transformers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

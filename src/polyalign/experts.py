@@ -16,12 +16,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import PreTrainedTokenizerBase
 
 from polyalign.errors import ConfigError, ModelLoadError, TokenizerMismatchError
 from polyalign.models import DEFAULT_MODEL, LoadedModel, load_model
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
 

