@@ -28,6 +28,14 @@ def test_demo_writes_results_plot_and_report(tiny_models, tmp_path):
     assert all(p.kl is not None for p in result.sweep.points)
 
 
+def test_demo_with_a_single_prompt_shows_its_response(tiny_models, tmp_path):
+    out = io.StringIO()
+    result = run_demo(tmp_path, model=str(tiny_models[1]), max_new_tokens=2, prompts=["Hi there"], progress=False,
+                      console=Console(file=out, width=200))
+    assert len(result.sweep.points[0].responses) == 1
+    assert "example response" in out.getvalue()
+
+
 def test_demo_cli(tiny_models, tmp_path, capsys):
     try:
         main(["demo", "--model", str(tiny_models[1]), "--max-new-tokens", "2", "--out", str(tmp_path),

@@ -19,7 +19,7 @@ from rich.table import Table
 from polyalign.evaluation import SweepResult, run_sweep, write_outputs
 from polyalign.evaluation.indicators import steerability
 from polyalign.interface import GenerationConfig
-from polyalign.models import DEFAULT_MODEL, load_model
+from polyalign.models import DEFAULT_MODEL
 from polyalign.objectives import build
 from polyalign.policies import MOD
 
@@ -40,7 +40,7 @@ PROMPTS = [
     "Write a note to a coworker about a missed deadline.",
     "What is the best way to learn to cook?",
 ]
-EXAMPLE = 2  # the prompt whose response the table shows
+EXAMPLE = 2  # the prompt whose response the table shows (the last one when fewer are given)
 
 
 @dataclass
@@ -61,7 +61,6 @@ def run_demo(
     """Run the sweep, print the table and write results.json, results.csv, the plots and report.html."""
     console = console or Console()
     with console.status(f"loading {model} (the first run converts the embedded GGUF once, about 20 s)"):
-        load_model(model)
         policy = MOD.from_personas(PERSONAS, model=model)  # reference: the model's default system prompt
         objectives = build(OBJECTIVES)
     sweep = run_sweep(policy, prompts or PROMPTS, WEIGHTINGS, objectives, progress=progress, name="MOD personas",
@@ -87,7 +86,7 @@ def table(sweep: SweepResult) -> Table:
     t.add_column("KL", justify="right")
     t.add_column("example response", max_width=70)
     for p in sweep.points:
-        example = p.responses[EXAMPLE].text.strip().replace("\n", " ")
+        example = p.responses[min(EXAMPLE, len(p.responses) - 1)].text.strip().replace("\n", " ")
         kl = f"{p.kl:.1f}" if p.kl is not None else "-"
         t.add_row(f"({p.weights[0]:g}, {p.weights[1]:g})", f"{-p.mean[0]:.1f}", f"{p.mean[1]:+.2f}", kl,
                   example[:140] + ("…" if len(example) > 140 else ""))
