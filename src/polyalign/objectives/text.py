@@ -16,6 +16,7 @@ from typing import Literal
 import torch
 
 from polyalign.errors import ObjectiveError
+from polyalign.models import cache_dir
 from polyalign.objectives.base import RowError
 
 _WORD = re.compile(r"[a-z0-9]+(?:['’][a-z]+)*")
@@ -90,10 +91,6 @@ READABILITY = {
 }
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("POLYALIGN_CACHE", Path.home() / ".cache" / "polyalign"))
-
-
 @functools.cache
 def ensure_cmudict() -> None:
     """textstat counts English syllables with NLTK's CMU dict, which NLTK downloads on first use.
@@ -107,7 +104,7 @@ def ensure_cmudict() -> None:
         return
     except LookupError:
         pass
-    root = _cache_dir() / "nltk_data"
+    root = cache_dir() / "nltk_data"
     target = root / "corpora" / "cmudict" / "cmudict"
     if not target.is_file():
         try:
