@@ -12,6 +12,7 @@ import yaml
 from polyalign.cli import main
 from polyalign.errors import ConfigError, WeightsError
 from polyalign.evaluation import (
+    build_method,
     evaluate,
     load_results,
     parse_config,
@@ -241,3 +242,19 @@ def test_example_config_is_valid():
     weightings = config.weightings(["sentiment", "concise"], [None])
     assert len(weightings) == 11 + 2 + 1 and weightings[-1].held_out  # the line shares (0,1), (1,0) with the simplex
     assert (2.0, -1.0) in [w.weights for w in weightings]
+
+
+@pytest.mark.parametrize("factory, message", [
+    ("no_such_module_xyz:make", r"method 'x': factory 'no_such_module_xyz:make': cannot import 'no_such_module_xyz'"),
+    ("tests.eval_helpers:no_such_factory", r"'tests.eval_helpers' has no attribute 'no_such_factory'"),
+    ("tests.eval_helpers:ToyObjectives.names", r"is a list, not a callable"),
+    ("make_toy", r"must be MODULE:FUNCTION"),
+])
+def test_bad_python_method_factories_are_config_errors(factory, message):
+    with pytest.raises(ConfigError, match=message):
+        build_method("python", "x", ["a", "b"], {"factory": factory})
+
+
+def test_python_method_factory_by_dotted_path():
+    method = build_method("python", "x", ["a", "b"], {"factory": "tests.eval_helpers.make_toy"})
+    assert method.name == "x" and list(method.policy.objectives) == ["pos", "long"]

@@ -147,10 +147,7 @@ class LMJudge:
 
 def load_judge(spec: str, device: str | None = None, batch_size: int = 8) -> LMJudge:
     """A judge from a model spec (the embedded default, a hub id, a local dir, a .gguf path)."""
-    try:
-        from polyalign.models import load_model
-    except ModuleNotFoundError as exc:
-        raise ConfigError(f"loading the judge {spec!r} needs polyalign.models, which this install lacks ({exc}); "
-                          "pass a JudgeModel, e.g. LMJudge(model, tokenizer)") from None
+    from polyalign.models import load_model
+
     loaded = load_model(spec, device=device)
     return LMJudge(loaded.model, loaded.tokenizer, batch_size=batch_size, name=getattr(loaded, "name", spec))

@@ -8,13 +8,13 @@ Plugins add kinds with :func:`register_method`.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from polyalign.errors import ConfigError
+from polyalign.errors import ConfigError, ObjectiveError
 from polyalign.interface import Generation, GenerationConfig, SteerablePolicy, WeightsLike
+from polyalign.objectives.python import import_callable
 
 Builder = Callable[..., "Method"]
 _BUILDERS: dict[str, Builder] = {}
@@ -74,13 +74,10 @@ def build_method(kind: str, name: str, objectives: Sequence[str], params: dict) 
 def build_python(name: str, objectives: list[str], factory: str, args: dict | None = None,
                  single_point: bool = False) -> Method:
     """``factory: "package.module:function"`` called with ``args``; it must return a SteerablePolicy."""
-    module_name, _, attr = factory.partition(":")
-    if not module_name or not attr:
-        raise ConfigError(f"method {name!r}: factory must look like 'package.module:function', got {factory!r}")
     try:
-        fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"method {name!r}: cannot import {factory!r}: {exc}") from None
+        fn = import_callable(factory, f"method {name!r}: factory")
+    except ObjectiveError as exc:
+        raise ConfigError(str(exc)) from None
     policy = fn(**(args or {}))
     if not isinstance(policy, SteerablePolicy):
         raise ConfigError(f"method {name!r}: {factory} returned {type(policy).__name__}, not a SteerablePolicy "
@@ -91,18 +88,9 @@ def build_python(name: str, objectives: list[str], factory: str, args: dict | No
 register_method("python", build_python)
 
 
-def _require(module: str, kind: str):
-    """Import a module a method kind needs, or say which part of polyalign is missing."""
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        raise ConfigError(f"method kind {kind!r} needs {module}, which this polyalign install lacks ({exc}); "
-                          "update polyalign") from None
-
-
 def _expert(spec: dict | str | None, what: str):
     """An :class:`~polyalign.experts.Expert` from a model string or a mapping of its fields."""
-    Expert = _require("polyalign.experts", "mod").Expert
+    from polyalign.experts import Expert
 
     if spec is None or isinstance(spec, Expert):
         return spec
@@ -124,8 +112,8 @@ def build_mod(name: str, objectives: list[str], experts: list | None = None, ref
 
     Expert ``i`` steers objective ``i``; without explicit names the evaluated objectives name them.
     """
-    DEFAULT_MODEL = _require("polyalign.models", "mod").DEFAULT_MODEL
-    MOD = _require("polyalign.policies", "mod").MOD
+    from polyalign.models import DEFAULT_MODEL
+    from polyalign.policies import MOD
 
     if (experts is None) == (personas is None):
         raise ConfigError(f"method {name!r} (mod): give either experts or personas")
@@ -147,9 +135,9 @@ def build_model(name: str, objectives: list[str], model: str | None = None, adap
     reference cancels under reverse KL), and the reference (default: the same model without adapter or
     system prompt) still gives the KL.
     """
-    Expert = _require("polyalign.experts", "model").Expert
-    DEFAULT_MODEL = _require("polyalign.models", "model").DEFAULT_MODEL
-    MOD = _require("polyalign.policies", "model").MOD
+    from polyalign.experts import Expert
+    from polyalign.models import DEFAULT_MODEL
+    from polyalign.policies import MOD
 
     model = model or DEFAULT_MODEL
     expert = Expert(model=model, adapter=adapter, system_prompt=system_prompt, name=name)

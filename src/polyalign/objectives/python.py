@@ -16,23 +16,26 @@ from polyalign.errors import ObjectiveError
 from polyalign.objectives.base import check_scores
 
 
-def import_callable(target: str) -> Callable:
-    """``package.module:attribute`` (or ``package.module.attribute``) -> the callable it names."""
+def import_callable(target: str, what: str = "python objective") -> Callable:
+    """``package.module:attribute`` (or ``package.module.attribute``) -> the callable it names.
+
+    ``what`` names the caller's setting in the error messages (e.g. ``method 'x' factory``).
+    """
     module_name, colon, attribute = target.partition(":")
     if not colon:
         module_name, _, attribute = target.rpartition(".")
     if not module_name or not attribute:
-        raise ObjectiveError(f"python objective {target!r} must be MODULE:FUNCTION, e.g. mypkg.rewards:politeness")
+        raise ObjectiveError(f"{what} {target!r} must be MODULE:FUNCTION, e.g. mypkg.rewards:politeness")
     try:
         obj = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ObjectiveError(f"python objective {target!r}: cannot import {module_name!r} ({exc})") from None
+        raise ObjectiveError(f"{what} {target!r}: cannot import {module_name!r} ({exc})") from None
     for part in attribute.split("."):
         if not hasattr(obj, part):
-            raise ObjectiveError(f"python objective {target!r}: {module_name!r} has no attribute {attribute!r}")
+            raise ObjectiveError(f"{what} {target!r}: {module_name!r} has no attribute {attribute!r}")
         obj = getattr(obj, part)
     if not callable(obj):
-        raise ObjectiveError(f"python objective {target!r} is a {type(obj).__name__}, not a callable")
+        raise ObjectiveError(f"{what} {target!r} is a {type(obj).__name__}, not a callable")
     return obj
 
 
