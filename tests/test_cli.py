@@ -42,6 +42,21 @@ def test_generate_reads_a_prompt_file_and_stdin(persona_args, capsys, tmp_path, 
     assert code == 0 and [json.loads(ln)["prompt"] for ln in out.splitlines()] == ["hello", "tell me a story"]
     code, out, _ = run([*persona_args, "-w", "1,0", "--json"], capsys, stdin="from stdin", monkeypatch=monkeypatch)
     assert code == 0 and json.loads(out)["prompt"] == "from stdin"
+    for name, text in (("prompts.json", '["hello", {"prompt": "again"}]'), ("prompts.txt", "hello\n\nagain\n")):
+        (tmp_path / name).write_text(text)
+        code, out, _ = run([*persona_args, "-w", "1,0", "--json", "--prompt-file", str(tmp_path / name)], capsys)
+        assert code == 0 and [json.loads(ln)["prompt"] for ln in out.splitlines()] == ["hello", "again"]
+
+
+@pytest.mark.parametrize(("name", "text", "message"), [
+    ("bad.jsonl", '{"prompt": "ok"}\n{not json\n', "is not valid JSON"),
+    ("bad.jsonl", '{"text": "no prompt key"}\n', "item 0: expected a string or an object with a 'prompt' string"),
+    ("bad.json", '{"prompt": "not a list"}', "must hold a list of prompts"),
+])
+def test_bad_prompt_files_are_one_line_and_exit_2(persona_args, capsys, tmp_path, name, text, message):
+    (tmp_path / name).write_text(text)
+    code, _, err = run([*persona_args, "-w", "1,0", "--prompt-file", str(tmp_path / name)], capsys)
+    assert code == 2 and err.count("\n") == 1 and message in err
 
 
 def test_stream_prints_the_same_text(persona_args, capsys):

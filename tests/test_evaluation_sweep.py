@@ -187,6 +187,10 @@ def test_config_errors(tmp_path):
                  progress=False)
     with pytest.raises(ConfigError, match="empty"):
         evaluate(parse_config(_config(tmp_path, weights={})), objectives=ToyObjectives(), progress=False)
+    missing_prompts = _config(tmp_path, prompts_file=str(tmp_path / "no_prompts.txt"))
+    del missing_prompts["prompts"]
+    with pytest.raises(ConfigError, match="prompt file not found: .*no_prompts.txt"):
+        evaluate(parse_config(missing_prompts), objectives=ToyObjectives(), progress=False)
     with pytest.raises(ConfigError, match="unique"):
         parse_config(_config(tmp_path, methods=[{"name": "x", "kind": "python"}] * 2))
     with pytest.raises(ConfigError, match="baseline 'zzz'"):

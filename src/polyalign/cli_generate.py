@@ -12,7 +12,7 @@ import typer
 
 from polyalign.errors import ConfigError
 from polyalign.experts import Expert
-from polyalign.interface import GenerationConfig
+from polyalign.interface import GenerationConfig, read_prompts
 from polyalign.models import DEFAULT_MODEL
 
 
@@ -35,20 +35,12 @@ def parse_weights(text: str) -> list[float]:
         raise ConfigError(f"--weights expects comma-separated numbers such as 0.5,0.5, got {text!r}") from None
 
 
-def read_prompts(prompt: str | None, prompt_file: Path | None) -> list[str]:
-    """Prompts from the argument, a file (one per line, or JSONL with a "prompt" field) or stdin ("-")."""
+def prompts_from(prompt: str | None, prompt_file: Path | None) -> list[str]:
+    """Prompts from the argument, a file (:func:`polyalign.interface.read_prompts`) or stdin ("-")."""
     if prompt is not None and prompt_file is not None:
         raise ConfigError("give a prompt or --prompt-file, not both")
     if prompt_file is not None:
-        if not prompt_file.is_file():
-            raise ConfigError(f"prompt file not found: {prompt_file}")
-        lines = [ln for ln in prompt_file.read_text().splitlines() if ln.strip()]
-        if prompt_file.suffix == ".jsonl":
-            try:
-                return [json.loads(ln)["prompt"] for ln in lines]
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise ConfigError(f"{prompt_file}: every line must be a JSON object with a 'prompt' ({exc})") from None
-        return lines
+        return read_prompts(prompt_file)
     if prompt is None or prompt == "-":
         if sys.stdin is None or sys.stdin.isatty():
             raise ConfigError("no prompt: give one as an argument, with --prompt-file, or on stdin")
@@ -67,7 +59,8 @@ def build_experts(model: str, personas: list[str], adapters: list[str], expert_m
 
 def generate(
     prompt: Annotated[str | None, typer.Argument(help="The prompt; '-' or nothing reads stdin.")] = None,
-    prompt_file: Annotated[Path | None, typer.Option(help="One prompt per line, or JSONL with 'prompt'.")] = None,
+    prompt_file: Annotated[Path | None, typer.Option(help="One prompt per line, JSONL with 'prompt', or a JSON list.")
+                           ] = None,
     model: Annotated[str, typer.Option("--model", "-m", help="Base model of persona and adapter experts.")] = (
         DEFAULT_MODEL
     ),
@@ -96,7 +89,7 @@ def generate(
 
     from polyalign.policies import MOD
 
-    prompts = read_prompts(prompt, prompt_file)
+    prompts = prompts_from(prompt, prompt_file)
     experts = build_experts(model, persona, adapter, expert_model)
     if not weights:
         raise ConfigError(f"--weights is required: {len(experts)} numbers, one per expert in the order "

@@ -6,9 +6,11 @@ implementation of it, never a new branch in a shared loop.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 import torch
@@ -125,3 +127,29 @@ def check_alpha(alpha: float | None) -> float | None:
     if not math.isfinite(alpha) or not 0.0 <= alpha <= 1.0:
         raise WeightsError(f"alpha (KL strength) must lie in [0, 1], got {alpha}")
     return float(alpha)
+
+
+def read_prompts(path: Path) -> list[str]:
+    """Prompts from .txt (one per line), .jsonl (a "prompt" field per line) or .json (a list)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"prompt file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".jsonl":
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        elif path.suffix == ".json":
+            rows = json.loads(text)
+        else:
+            return [line for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"prompts file {path} is not valid JSON: {exc}") from None
+    if not isinstance(rows, list):
+        raise ConfigError(f"prompts file {path} must hold a list of prompts")
+    out = []
+    for i, row in enumerate(rows):
+        value = row.get("prompt") if isinstance(row, dict) else row
+        if not isinstance(value, str):
+            raise ConfigError(f"prompts file {path}, item {i}: expected a string or an object with a 'prompt' string")
+        out.append(value)
+    return out

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from polyalign.errors import ConfigError
 from polyalign.evaluation.grid import Weighting, build_weightings, line_grid, simplex_grid
-from polyalign.interface import GenerationConfig, check_prompts
+from polyalign.interface import GenerationConfig, check_prompts, read_prompts
 
 DEFAULT_JUDGE = "smollm2-135m-instruct"
 
@@ -133,32 +133,6 @@ class EvalConfig(_Strict):
         data = self.model_dump(mode="json", exclude={"output_dir", "prompts_file", "prompts", "examples"})
         data["prompts"] = self.load_prompts()
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-
-
-def read_prompts(path: Path) -> list[str]:
-    """Prompts from .txt (one per line), .jsonl (a "prompt" field per line) or .json (a list)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"prompts file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix == ".jsonl":
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-        elif path.suffix == ".json":
-            rows = json.loads(text)
-        else:
-            return [line for line in text.splitlines() if line.strip()]
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"prompts file {path} is not valid JSON: {exc}") from None
-    if not isinstance(rows, list):
-        raise ConfigError(f"prompts file {path} must hold a list of prompts")
-    out = []
-    for i, row in enumerate(rows):
-        value = row.get("prompt") if isinstance(row, dict) else row
-        if not isinstance(value, str):
-            raise ConfigError(f"prompts file {path}, item {i}: expected a string or an object with a 'prompt' string")
-        out.append(value)
-    return out
 
 
 def load_config(path: str | Path) -> EvalConfig:
