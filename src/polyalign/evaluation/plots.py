@@ -37,15 +37,11 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def _weights_label(weights: list[float]) -> str:
-    return "(" + ", ".join(f"{w:g}" for w in weights) + ")"
-
-
 def pareto_plot(result: EvaluationResult, path: Path) -> Path:
     """Objective means with 95% bootstrap CIs, each method's weightings joined in grid order.
 
     Filled markers: grid weightings; hollow: held-out; star: a single-point method; grey x: the hypervolume
-    reference point. Each point of a sweep is labelled with its weight vector.
+    reference point. Each point of a sweep is labelled with its weighting.
     """
     names = result.objectives
     pairs = list(itertools.combinations(range(len(names)), 2)) or [(0, 0)]
@@ -66,7 +62,7 @@ def pareto_plot(result: EvaluationResult, path: Path) -> Path:
                             capsize=2, alpha=0.9, label=sweep.method + suffix)
                 if not sweep.single_point:
                     for k, p in enumerate(pts):
-                        ax.annotate(_weights_label(p.weights), (x[k], y[k]), xytext=(4, 4), textcoords="offset points",
+                        ax.annotate(p.label, (x[k], y[k]), xytext=(4, 4), textcoords="offset points",
                                     fontsize=7, color=color, alpha=0.8)
                 if held:
                     ax.errorbar(x[held], y[held], xerr=xerr[:, held], yerr=yerr[:, held], color=color, marker=marker,
