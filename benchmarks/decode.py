@@ -62,6 +62,7 @@ def naive_loop(prompts: list[str], tokens: int, systems: list[str], dtype: str, 
     loaded = load_model(DEFAULT_MODEL, dtype=dtype)
     tok, model = loaded.tokenizer, loaded.model
     vocab = len(tok)
+    eos = [tok.eos_token_id]
     weights = torch.full((len(systems),), 1.0 / len(systems))
     chunks = [prompts[i:i + batch_cap] for i in range(0, len(prompts), batch_cap)]
 
@@ -82,14 +83,13 @@ def naive_loop(prompts: list[str], tokens: int, systems: list[str], dtype: str, 
                 states.append([out, mask, pos[:, -1:] + 1])
             for _ in range(tokens):
                 lps = torch.stack([torch.log_softmax(s[0].logits[:, -1, :vocab].float(), -1) for s in states])
-                lps[:, :, list(loaded_eos)] = -1e9  # same fixed length as the others
+                lps[:, :, eos] = -1e9  # same fixed length as the others
                 nxt = combine_logprobs(None, lps, weights).argmax(-1, keepdim=True)
                 for s in states:
                     s[1] = torch.cat([s[1], s[1].new_ones(len(chunk), 1)], -1)
                     s[0] = model(input_ids=nxt, attention_mask=s[1], position_ids=s[2],
                                  past_key_values=s[0].past_key_values, use_cache=True)
                     s[2] = s[2] + 1
-    loaded_eos = {tok.eos_token_id}
     return run
 
 
