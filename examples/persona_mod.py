@@ -20,7 +20,7 @@ def main() -> None:
         gen = mod.generate(prompt, weights, config=config)[0]
         print(f"w={weights}  KL={gen.kl:5.1f}  {gen.text!r}")
     print("\nstreaming w=(0.3, 0.7): ", end="")
-    for event in mod.stream(prompt, [0.3, 0.7], config):
+    for event in mod.stream(prompt, [0.3, 0.7], config=config):
         print(event.text, end="", flush=True)
     print()
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from polyalign.interface import Generation, GenerationConfig, check_prompts, weight_matrix
+from polyalign.interface import Generation, GenerationConfig, check_prompts
+from polyalign.weights import check_weights
 
 
 class ToyPolicy:
@@ -21,7 +22,7 @@ class ToyPolicy:
 
     def generate(self, prompts, weights, alpha=None, config=None):
         prompts = check_prompts(prompts)
-        w = weight_matrix(weights, len(prompts), self.objectives)
+        w = check_weights(weights, len(prompts), self.objectives)
         self.calls += 1
         self.configs.append(config)
         out = []
@@ -51,11 +52,15 @@ def make_toy(kl: bool = True) -> ToyPolicy:
     return ToyPolicy(kl=kl)
 
 
-def make_plain() -> ToyPolicy:
-    """A 'plain model': the toy policy at fixed weights (wrapped by the config's single_point)."""
-    from polyalign.evaluation.methods import FixedWeights
+class FixedToy(ToyPolicy):
+    """A 'plain model': the toy policy at fixed weights, whatever it is asked (the config says single_point)."""
 
-    return FixedWeights(ToyPolicy(), [0.5, 0.5], ["pos", "long"])
+    def generate(self, prompts, weights, alpha=None, config=None):
+        return super().generate(prompts, [0.5, 0.5], alpha, config)
+
+
+def make_plain() -> ToyPolicy:
+    return FixedToy()
 
 
 BUILT: list[str] = []

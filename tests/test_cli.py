@@ -70,7 +70,7 @@ def test_stream_prints_the_same_text(persona_args, capsys):
     [
         (["-w", "0.5,x", "hi"], "comma-separated numbers"),
         (["-w", "0.5", "hi"], "expected 2 weights"),
-        (["-w", "0,0", "hi"], "all zero"),
+        (["-w", "0,0", "hi"], "all weights are zero"),
         (["-w", "nan,1", "hi"], "finite"),
         (["-w", "0.5,0.5", "   "], "prompt 0 is empty"),
         (["hi"], "--weights is required"),

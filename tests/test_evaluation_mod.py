@@ -111,4 +111,4 @@ def test_cli_evaluate_with_real_objectives_on_tiny_models(tiny_models, tmp_path,
     with pytest.raises(SystemExit) as exit_info:
         main(["evaluate", "--config", str(path), "--no-progress", "--out", str(tmp_path / "other")])
     assert exit_info.value.code == 2
-    assert "unknown method kind 'clp-not-yet'" in capsys.readouterr().err
+    assert "unknown policy kind 'clp-not-yet'" in capsys.readouterr().err

@@ -30,15 +30,16 @@ from torch import Tensor
 from polyalign import divergences
 from polyalign.divergences import Divergence
 from polyalign.errors import PolyalignError, WeightsError
+from polyalign.weights import SUM_TOL, check_values
 
-SUM_TOL = 1e-6  # |sum w - 1| below this lets the reference cancel in reverse KL
 _NEWTON_TOL = 1e-12  # |log mass| at which Z counts as solved; an exact renormalisation follows
 _MAX_ITER = 100
+_MASS_TOL = 1e-2  # log of the largest row mass accepted as log-probs: room for 16-bit rounding of log_softmax
 _LOG_TINY = -745.0  # log of the smallest float64
 
 
 def combine_logprobs(reference: Tensor | None, experts: Tensor, weights: Tensor | Sequence[float],
-                     divergence: str | Divergence = "reverse_kl") -> Tensor:
+                     divergence: str | Divergence = "reverse_kl", *, validate: bool = True) -> Tensor:
     """Normalised log-probs ``[..., V]`` of MOD's combined next-token distribution (DESIGN.md, "MOD").
 
     ``reference``: log-probs ``[..., V]`` or ``None`` (reverse KL with weights summing to 1 only);
@@ -46,12 +47,15 @@ def combine_logprobs(reference: Tensor | None, experts: Tensor, weights: Tensor 
     batch's leading dims (e.g. ``[B, M]`` for log-probs ``[B, T, V]``) and broadcast over the rest.
     Computes in float64 and returns the inputs' dtype on their device; ``-inf`` follows the module's conventions.
     Raises :class:`WeightsError` (weights, undefined negative weights, no common support),
-    :class:`DivergenceError` (unknown or non-barrier f) and :class:`PolyalignError` (shapes, NaN log-probs).
+    :class:`DivergenceError` (unknown or non-barrier f) and :class:`PolyalignError` (shapes; NaN, logits or
+    probabilities passed as log-probs). ``validate=False`` skips the value checks of the inputs (their
+    normalisation, NaN, the weights' finiteness), which cost a device sync each: for callers that produced
+    the log-probs with ``log_softmax`` and validated the weights themselves, such as the decoding loop.
     """
     div = divergences.require_barrier(divergences.get(divergence))
-    out_dtype = _check_logprobs(reference, experts)
+    out_dtype = _check_logprobs(reference, experts, validate)
     work = torch.float32 if experts.device.type == "mps" else torch.float64  # mps has no float64
-    w = _as_weights(weights, experts).to(work)
+    w = _as_weights(weights, experts, validate).to(work)
     total = w.sum(0)  # [*, 1]: sum of the weights per row
     experts = experts.to(work)
     reference = None if reference is None else reference.to(work)
@@ -73,7 +77,7 @@ def combine_logits(reference: Tensor | None, experts: Tensor, weights: Tensor | 
 
 # --- validation at the boundary ------------------------------------------------------------------------------
 
-def _check_logprobs(reference: Tensor | None, experts: Tensor) -> torch.dtype:
+def _check_logprobs(reference: Tensor | None, experts: Tensor, validate: bool = True) -> torch.dtype:
     if not isinstance(experts, Tensor) or experts.ndim < 2 or experts.shape[0] == 0 or experts.shape[-1] == 0:
         shape = tuple(experts.shape) if isinstance(experts, Tensor) else type(experts).__name__
         raise PolyalignError(f"experts must be a tensor of log-probs shaped [M, ..., V] with M >= 1, got {shape}")
@@ -90,14 +94,28 @@ def _check_logprobs(reference: Tensor | None, experts: Tensor) -> torch.dtype:
     for name, x in tensors.items():
         if not x.is_floating_point():
             raise PolyalignError(f"{name} must be floating-point log-probs, got dtype {x.dtype}")
-        total = x.sum()  # one cheap reduction: NaN or +inf anywhere shows (log-probs <= 0 cannot overflow up)
-        if bool(total.isnan() | (total == torch.inf)):
-            raise PolyalignError(f"{name} log-probs contain NaN or +inf; pass log_softmax outputs "
-                                 "(-inf is fine and means probability 0)")
+        if validate and x.numel():
+            _check_normalised(name, x)
     return experts.dtype if reference is None else torch.promote_types(reference.dtype, experts.dtype)
 
 
-def _as_weights(weights: Tensor | Sequence[float], experts: Tensor) -> Tensor:
+def _check_normalised(name: str, x: Tensor) -> None:
+    """NaN, +inf, or logits or probabilities passed as log-probs: no row may hold more than probability 1.
+
+    Sub-normalised rows (tokens masked to ``-inf`` without renormalising) pass and are combined as given.
+    """
+    total = x.sum()  # one cheap reduction: NaN or +inf anywhere shows (log-probs <= 0 cannot overflow up)
+    if bool(total.isnan() | (total == torch.inf)):
+        raise PolyalignError(f"{name} log-probs contain NaN or +inf; pass log_softmax outputs "
+                             "(-inf is fine and means probability 0)")
+    worst = torch.logsumexp(x.double(), dim=-1).max()
+    if bool(worst > _MASS_TOL):
+        raise PolyalignError(
+            f"{name} are not log-probs: a row's probabilities sum to exp({float(worst):.4g}) > 1. Pass log_softmax "
+            "outputs; for raw logits use combine_logits; for probabilities take their log first")
+
+
+def _as_weights(weights: Tensor | Sequence[float], experts: Tensor, validate: bool = True) -> Tensor:
     """Weights ``[M]`` or ``[*leading batch dims, M]`` as float64 ``[M, *batch, 1]``-broadcastable, validated."""
     n_experts, batch = experts.shape[0], experts.shape[1:-1]
     try:
@@ -113,10 +131,8 @@ def _as_weights(weights: Tensor | Sequence[float], experts: Tensor) -> Tensor:
         raise WeightsError(f"weights of shape {tuple(w.shape)} do not fit the batch {tuple(batch)}: use "
                            f"[{n_experts}] for all rows, or [*leading batch dims, {n_experts}] such as "
                            f"[{', '.join(map(str, batch[:1]))}, {n_experts}] (one weight vector per prompt)")
-    if not bool(torch.isfinite(w).all()):
-        raise WeightsError(f"weights must be finite numbers, got NaN or inf in {w.tolist()}")
-    if bool((w == 0).all(-1).any()):
-        raise WeightsError("all weights are zero (in at least one row): give at least one expert a nonzero weight")
+    if validate:
+        check_values(w)
     trail = (1,) * (len(batch) - len(lead))
     return w.movedim(-1, 0).reshape(n_experts, *lead, *trail, 1)
 

@@ -1,41 +1,179 @@
-"""The decoding loop: greedy (MOD paper, Eq. 6), sampling and beam search over an ExpertBank.
+"""The generation engine: one decoding loop for every policy (greedy, MOD paper Eq. 6; sampling; beam search).
 
-At every step the bank gives next-token log-probs of the reference and the experts, MOD's
-:func:`~polyalign.combine.combine_logprobs` turns them into one normalised distribution, and the loop
-picks tokens from it. Temperature, top-k and top-p (transformers' logits warpers) apply *after*
-combining. Finished prompts leave the batch (and the KV caches) at once.
+A policy hands the engine a :class:`Steering`: a next-token source (a :class:`~polyalign.experts.ModelBank`
+holding the reference and whatever the method decodes from), a *head* processor that turns the source's
+per-role log-probs ``[U, B, V]`` into the policy's own next-token log-probs ``[B, V]`` (MOD's combination,
+or one role), and where the reference sits (for KL). After the head come the decoding constraints
+(``min_new_tokens``, ``repetition_penalty``) and, when sampling, transformers' warpers (temperature, top-k,
+top-p): per-step transforms that compose, like transformers' ``LogitsProcessor``\\ s. The loop knows no method.
+
+A :class:`DecodeSession` owns everything one generation needs (the bank's caches, the live rows, their
+detokenizers and random generators), so any number of sessions can run on one policy, interleaved.
+Finished rows leave the batch and the caches at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import secrets
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
+import numpy as np
 import torch
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from polyalign.combine import combine_logprobs
 from polyalign.divergences import Divergence
-from polyalign.experts import ExpertBank
-from polyalign.interface import GenerationConfig
-
-FinishReason = Literal["eos", "stop", "length"]
+from polyalign.errors import ConfigError
+from polyalign.experts import ModelBank
+from polyalign.interface import FinishReason, GenerationConfig, TokenEvent
 
 
 @dataclass
-class TokenEvent:
-    """One generated token of prompt ``index``; ``text`` is the new text since its last event."""
+class StepContext:
+    """What a processor may read at one step, one entry per live row."""
 
-    index: int
-    token_id: int
-    text: str
-    finish_reason: FinishReason | None = None
+    raw: torch.Tensor
+    """Per-role next-token log-probs ``[U, B, V]`` (or ``[U, B, T, V]`` when teacher forcing)."""
+    weights: torch.Tensor
+    """The head's weights per row ``[B, M]`` (float64)."""
+    lengths: torch.Tensor | None = None
+    """Tokens generated so far per row ``[B]``."""
+    seen: torch.Tensor | None = None
+    """Tokens in each row's prompt or response so far ``[B, V]`` (only with a repetition penalty)."""
+
+
+Processor = Callable[[torch.Tensor | None, StepContext], torch.Tensor]
+
+
+class Combine:
+    """MOD's head: :func:`~polyalign.combine.combine_logprobs` of the reference and expert rows (DESIGN.md, MOD)."""
+
+    def __init__(self, divergence: str | Divergence, reference: int | None, experts: Sequence[int]) -> None:
+        self.divergence, self.reference = divergence, reference
+        experts = list(experts)
+        contiguous = experts == list(range(experts[0], experts[0] + len(experts)))
+        self.experts: slice | list[int] = slice(experts[0], experts[-1] + 1) if contiguous else experts
+
+    def __call__(self, scores: torch.Tensor | None, ctx: StepContext) -> torch.Tensor:
+        reference = None if self.reference is None else ctx.raw[self.reference]
+        return combine_logprobs(reference, ctx.raw[self.experts], ctx.weights, self.divergence, validate=False)
+
+
+class SelectRole:
+    """The head of a single-model policy: the log-probs of one role."""
+
+    def __init__(self, slot: int) -> None:
+        self.slot = slot
+
+    def __call__(self, scores: torch.Tensor | None, ctx: StepContext) -> torch.Tensor:
+        return ctx.raw[self.slot]
+
+
+class MinNewTokens:
+    """Forbid EOS while a row has fewer than ``min_new_tokens`` tokens; renormalise over the rest."""
+
+    def __init__(self, min_new_tokens: int, eos_ids: Sequence[int]) -> None:
+        self.min_new_tokens, self.eos_ids = min_new_tokens, sorted(eos_ids)
+
+    def __call__(self, scores: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        early = ctx.lengths < self.min_new_tokens
+        if not bool(early.any()):
+            return scores
+        masked = scores.clone()
+        masked[early.nonzero().squeeze(-1)[:, None], self.eos_ids] = -torch.inf
+        lse = torch.logsumexp(masked, dim=-1, keepdim=True)
+        if bool(torch.isneginf(lse).any()):
+            row = int(torch.isneginf(lse).squeeze(-1).nonzero()[0])
+            raise ConfigError(f"min_new_tokens={self.min_new_tokens}: after {int(ctx.lengths[row])} tokens the policy "
+                              "gives every token but EOS probability 0, so the response cannot go on; lower "
+                              "min_new_tokens")
+        return masked - lse
+
+
+class RepetitionPenalty:
+    """CTRL's repetition penalty (Keskar et al. 2019) on log-probs of tokens already seen, renormalised.
+
+    Written here rather than taken from transformers because its processor needs the full ``input_ids`` each
+    step; a per-row ``seen`` mask kept by the session is cheaper and survives rows joining and leaving.
+    """
+
+    def __init__(self, penalty: float) -> None:
+        self.penalty = penalty
+
+    def __call__(self, scores: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        penalised = torch.where(scores < 0, scores * self.penalty, scores / self.penalty)
+        return torch.log_softmax(torch.where(ctx.seen, penalised, scores), dim=-1)
+
+
+@dataclass
+class Steering:
+    """What a policy gives the engine: the source, its head, where the reference sits, and the per-prompt
+    weights the head reads."""
+
+    bank: ModelBank
+    head: Processor
+    reference: int | None
+    weights: torch.Tensor
+
+
+def constraints(config: GenerationConfig, eos_ids: Sequence[int]) -> list[Processor]:
+    """The decoding constraints after the head (they shape what is picked, not the logged policy log-probs)."""
+    out: list[Processor] = []
+    if config.min_new_tokens > 0:
+        out.append(MinNewTokens(config.min_new_tokens, eos_ids))
+    if config.repetition_penalty != 1.0:
+        out.append(RepetitionPenalty(config.repetition_penalty))
+    return out
+
+
+def warpers(config: GenerationConfig) -> LogitsProcessorList:
+    """transformers' sampling warpers, applied after combining."""
+    out = LogitsProcessorList()
+    if config.temperature != 1.0:
+        out.append(TemperatureLogitsWarper(config.temperature))
+    if config.top_k is not None:
+        out.append(TopKLogitsWarper(config.top_k))
+    if config.top_p is not None and config.top_p < 1.0:
+        out.append(TopPLogitsWarper(config.top_p))
+    return out
+
+
+class Detokenizer:
+    """Incremental decoding of one response (the prefix-offset method of text-generation-inference): a few
+    tokens are decoded per step instead of the whole response, and a partial UTF-8 character is held back."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer, self.prefix, self.read, self.text = tokenizer, 0, 0, ""
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def add(self, ids: list[int]) -> None:
+        """Account for the newest token of ``ids`` (the whole response so far)."""
+        before = self._decode(ids[self.prefix:self.read])
+        now = self._decode(ids[self.prefix:])
+        if len(now) > len(before) and not now.endswith("\ufffd"):
+            self.text += now[len(before):]
+            self.prefix, self.read = self.read, len(ids)
+
+    def flush(self, ids: list[int]) -> None:
+        """The response ended: take what is held back, less a partial character cut off at the end."""
+        before = self._decode(ids[self.prefix:self.read])
+        now = self._decode(ids[self.prefix:])
+        if len(now) > len(before):
+            self.text += now[len(before):].rstrip("\ufffd")
+        self.prefix = self.read = len(ids)
+
+    def copy(self) -> Detokenizer:
+        other = Detokenizer(self.tokenizer)
+        other.prefix, other.read, other.text = self.prefix, self.read, self.text
+        return other
 
 
 @dataclass
 class Draft:
-    """A response being built: ids, per-token log-probs under the policy and the reference."""
+    """A response being built: ids, per-token log-probs under the policy and the reference, its text."""
 
     ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
@@ -43,159 +181,155 @@ class Draft:
     text: str = ""
     finish_reason: FinishReason | None = None
 
-    def extended(self, token: int, logprob: float, ref_logprob: float | None) -> Draft:
-        ref = self.ref_logprobs + [ref_logprob] if ref_logprob is not None else []
-        return Draft(self.ids + [token], self.logprobs + [logprob], ref)
+
+class _Finisher:
+    """Appends tokens to drafts, keeps their text and decides why (and whether) each one stops."""
+
+    def __init__(self, config: GenerationConfig, tokenizer, eos_ids: set[int]) -> None:
+        self.config, self.tokenizer = config, tokenizer
+        self.eos_ids, self.stop_ids = eos_ids, set(config.stop_token_ids)
+
+    def add(self, draft: Draft, detok: Detokenizer, token: int, logprob: float, ref: float | None) -> None:
+        draft.ids.append(token)
+        draft.logprobs.append(logprob)
+        if ref is not None:
+            draft.ref_logprobs.append(ref)
+        old = len(detok.text)
+        detok.add(draft.ids)
+        reason: FinishReason | None = None
+        if token in self.eos_ids:
+            reason = "eos"
+        elif token in self.stop_ids:
+            reason = "stop"
+        elif len(draft.ids) >= self.config.max_new_tokens:
+            reason = "length"
+        if reason is not None:
+            detok.flush(draft.ids)
+        draft.text = detok.text
+        cut = self._stop_string(draft.text, old)
+        if cut is not None:
+            draft.text, reason = draft.text[:cut], "stop"
+        draft.finish_reason = reason
+
+    def _stop_string(self, text: str, old: int) -> int | None:
+        hits = [i for s in self.config.stop if (i := text.find(s, max(0, old - len(s) + 1))) >= 0]
+        return min(hits) if hits else None
 
 
-class Decoder:
-    """Runs one batch of prompts through ``bank`` with MOD weights ``[B, M]`` and a divergence."""
+def row_seed(seed: int, prompt_index: int, sample_index: int) -> int:
+    """The seed of one row's generator: independent of the rest of the batch, reproducible from ``seed``."""
+    return int(np.random.SeedSequence([seed, prompt_index, sample_index]).generate_state(1, np.uint64)[0] >> 1)
 
-    def __init__(self, bank: ExpertBank, weights: torch.Tensor, divergence: str | Divergence,
-                 config: GenerationConfig) -> None:
-        self.bank = bank
-        self.weights = weights.to(bank.device)
-        self.divergence = divergence
-        self.config = config
-        self.tokenizer = bank.tokenizer
 
-    def combine(self, logprobs: torch.Tensor, weights: torch.Tensor, step: int) -> torch.Tensor:
-        """Combined log-probs ``[B, V]`` from the bank's ``[R, B, V]`` (reference first, if any)."""
-        if self.bank.has_reference:
-            combined = combine_logprobs(logprobs[0], logprobs[1:], weights, self.divergence)
+@dataclass
+class _Row:
+    index: int
+    draft: Draft
+    detok: Detokenizer
+    generator: torch.Generator | None = None
+    sent: int = 0
+
+
+class DecodeSession:
+    """One generation (greedy or sampling) over ``prompts``: ``n`` rows per prompt, stepped until every row is
+    done. Owns the bank's per-generation state; rows leave the batch (and the caches) as soon as they finish.
+
+    ``for events in session``... or :meth:`step` one token for every live row at a time.
+    """
+
+    def __init__(self, steering: Steering, prompts: Sequence[str], config: GenerationConfig) -> None:
+        if config.strategy == "beam":
+            raise ConfigError("a decode session runs greedy or sample decoding; beam search is decode.beam_search")
+        bank = steering.bank
+        self.steering, self.config, self.bank = steering, config, bank
+        self.seed = config.seed if config.seed is not None else secrets.randbits(63)
+        self.state, logprobs = bank.start(prompts, config.max_new_tokens)
+        expand = torch.arange(len(prompts), device=bank.device).repeat_interleave(config.n)
+        if config.n > 1:
+            self.state.select(expand)
+            logprobs = logprobs[:, expand]
+        self.logprobs = logprobs
+        self.weights = steering.weights.to(bank.device)[expand]
+        self.prompt_ids = list(self.state.prompt_ids)
+        sample = config.strategy == "sample"
+        self.rows = [
+            _Row(i, Draft(), Detokenizer(bank.tokenizer),
+                 torch.Generator(device=bank.device).manual_seed(row_seed(self.seed, i // config.n, i % config.n))
+                 if sample else None)
+            for i in range(len(expand))
+        ]
+        self.drafts = [r.draft for r in self.rows]
+        self.lengths = torch.zeros(len(self.rows), dtype=torch.long, device=bank.device)
+        self.seen = None
+        if config.repetition_penalty != 1.0:
+            self.seen = torch.zeros(len(self.rows), bank.vocab_size, dtype=torch.bool, device=bank.device)
+            for j, ids in enumerate(self.prompt_ids):
+                self.seen[j, [t for t in ids if t < bank.vocab_size]] = True
+        self.constraints = constraints(config, bank.eos_ids)
+        self.warpers = warpers(config) if sample else None
+        self.finisher = _Finisher(config, bank.tokenizer, bank.eos_ids)
+
+    @property
+    def done(self) -> bool:
+        return not self.rows
+
+    def __iter__(self) -> Iterator[TokenEvent]:
+        while not self.done:
+            yield from self.step()
+
+    @torch.inference_mode()
+    def step(self) -> list[TokenEvent]:
+        """Pick one token for every live row; return their events. Finished rows leave the session."""
+        ctx = StepContext(self.logprobs, self.weights, self.lengths, self.seen)
+        policy = self.steering.head(None, ctx)
+        scores = policy
+        for processor in self.constraints:
+            scores = processor(scores, ctx)
+        if self.warpers is not None:
+            probs = torch.softmax(self.warpers(None, scores), dim=-1)
+            tokens = torch.cat([torch.multinomial(probs[j], 1, generator=r.generator)
+                                for j, r in enumerate(self.rows)])
         else:
-            combined = combine_logprobs(None, logprobs, weights, self.divergence)
-        if step < self.config.min_new_tokens:  # forbid EOS, renormalise over the rest
-            combined[:, sorted(self.bank.eos_ids)] = float("-inf")
-            combined = torch.log_softmax(combined, dim=-1)
-        return combined
+            tokens = scores.argmax(dim=-1)
+        picked = [tokens.double(), policy.gather(-1, tokens[:, None]).squeeze(-1).double()]
+        ref = self.steering.reference
+        if ref is not None:
+            picked.append(self.logprobs[ref].gather(-1, tokens[:, None]).squeeze(-1).double())
+        host = torch.stack(picked).tolist()  # one device sync per step
+        events, keep = [], []
+        for j, row in enumerate(self.rows):
+            token = int(host[0][j])
+            self.finisher.add(row.draft, row.detok, token, host[1][j], host[2][j] if ref is not None else None)
+            text, reason = row.draft.text, row.draft.finish_reason
+            ready = len(text) if reason else _streamable(text, self.config.stop, row.sent)
+            events.append(TokenEvent(row.index, token, text[row.sent:ready], reason))
+            row.sent = ready
+            if reason is None:
+                keep.append(j)
+        if len(keep) < len(self.rows):
+            self._keep(keep)
+        if self.rows:
+            tokens = tokens[keep] if len(keep) < len(tokens) else tokens
+            if self.seen is not None:
+                self.seen[torch.arange(len(tokens)), tokens] = True
+            self.lengths = self.lengths + 1
+            self.logprobs = self.state.step(tokens)
+        return events
 
-    def _ref(self, logprobs: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor) -> list[float | None]:
-        if not self.bank.has_reference:
-            return [None] * len(tokens)
-        return logprobs[0, rows, tokens].tolist()
-
-    def _finish(self, seq: Draft) -> FinishReason | None:
-        """Why ``seq`` stops after its last token, if it does; keeps ``seq.text`` up to date."""
-        seq.text = self.tokenizer.decode(seq.ids, skip_special_tokens=True)
-        if seq.ids[-1] in self.bank.eos_ids:
-            return "eos"
-        hits = [i for i in (seq.text.find(s) for s in self.config.stop) if i >= 0]
-        if hits:
-            seq.text = seq.text[: min(hits)]
-            return "stop"
-        if len(seq.ids) >= self.config.max_new_tokens:
-            return "length"
-        return None
-
-    # -- greedy and sampling -------------------------------------------------------------------------------------
-
-    def stream(self, prompts: Sequence[str], seqs: list[Draft] | None = None) -> Iterator[TokenEvent]:
-        """Greedy or sampled decoding, one :class:`TokenEvent` per prompt and step."""
-        cfg = self.config
-        seqs = seqs if seqs is not None else [Draft() for _ in prompts]
-        sent = [0] * len(prompts)
-        warpers = _warpers(cfg)
-        generator = None
-        if cfg.strategy == "sample" and cfg.seed is not None:
-            generator = torch.Generator(device=self.bank.device).manual_seed(cfg.seed)
-        active = torch.arange(len(prompts), device=self.bank.device)
-        logprobs = self.bank.start(prompts)
-        for step in range(cfg.max_new_tokens):
-            combined = self.combine(logprobs, self.weights[active], step)
-            if cfg.strategy == "sample":
-                scores = torch.log_softmax(warpers(None, combined), dim=-1)
-                tokens = torch.multinomial(scores.exp(), 1, generator=generator).squeeze(-1)
-            else:
-                scores, tokens = combined, combined.argmax(dim=-1)
-            rows = torch.arange(len(active), device=active.device)
-            chosen = scores[rows, tokens].tolist()
-            refs = self._ref(logprobs, rows, tokens)
-            keep = []
-            for j, (i, tok) in enumerate(zip(active.tolist(), tokens.tolist(), strict=True)):
-                seq = seqs[i]
-                seq.ids.append(tok)
-                seq.logprobs.append(chosen[j])
-                if refs[j] is not None:
-                    seq.ref_logprobs.append(refs[j])
-                seq.finish_reason = self._finish(seq)
-                ready = len(seq.text) if seq.finish_reason else _streamable(seq.text, cfg.stop, sent[i])
-                yield TokenEvent(i, tok, seq.text[sent[i]:ready], seq.finish_reason)
-                sent[i] = ready
-                if seq.finish_reason is None:
-                    keep.append(j)
-            if not keep:
-                return
-            if len(keep) < len(active):
-                index = torch.tensor(keep, device=active.device)
-                self.bank.select(index)
-                active, tokens = active[index], tokens[index]
-            logprobs = self.bank.step(tokens)
-
-    # -- beam search ---------------------------------------------------------------------------------------------
-
-    def beam_search(self, prompts: Sequence[str]) -> list[Draft]:
-        """Beam search on the combined log-probs; score = sum log pi / length ** length_penalty."""
-        cfg, beams, vocab = self.config, self.config.num_beams, self.bank.vocab_size
-        n = len(prompts)
-        logprobs = self.bank.start(prompts)
-        expand = torch.arange(n, device=self.bank.device).repeat_interleave(beams)
-        self.bank.select(expand)
-        logprobs, weights = logprobs[:, expand], self.weights[expand]
-        scores = torch.full((n, beams), float("-inf"), device=self.bank.device, dtype=torch.float64)
-        scores[:, 0] = 0.0  # the beams start identical: let only one of them propose
-        live = [[Draft() for _ in range(beams)] for _ in range(n)]
-        done: list[list[tuple[float, Draft]]] = [[] for _ in range(n)]
-
-        def final(score: float, seq: Draft) -> tuple[float, Draft]:
-            return score / len(seq.ids) ** cfg.length_penalty, seq
-
-        for step in range(cfg.max_new_tokens):
-            combined = self.combine(logprobs, weights, step).double()
-            total = (scores.view(-1, 1) + combined).view(n, beams * vocab)
-            top_scores, top_ids = total.topk(min(2 * beams, beams * vocab), dim=-1)
-            origin, next_tokens, next_scores, next_live = [], [], [], []
-            for b in range(n):
-                chosen: list[tuple[float, int, int, Draft]] = []
-                for score, flat in zip(top_scores[b].tolist(), top_ids[b].tolist(), strict=True):
-                    beam, tok = divmod(flat, vocab)
-                    row = b * beams + beam
-                    ref = logprobs[0, row, tok].item() if self.bank.has_reference else None
-                    seq = live[b][beam].extended(tok, combined[row, tok].item(), ref)
-                    seq.finish_reason = self._finish(seq)
-                    if seq.finish_reason in ("eos", "stop"):
-                        if len(done[b]) < beams and score > float("-inf"):
-                            done[b].append(final(score, seq))
-                    else:
-                        chosen.append((score, beam, tok, seq))
-                    if len(chosen) == beams:
-                        break
-                while len(chosen) < beams:  # tiny vocabularies: pad with dead beams
-                    chosen.append((float("-inf"), 0, chosen[0][2] if chosen else 0, live[b][0]))
-                for score, beam, tok, seq in chosen:
-                    origin.append(b * beams + beam)
-                    next_tokens.append(tok)
-                    next_scores.append(score)
-                    next_live.append(seq)
-            live = [next_live[b * beams:(b + 1) * beams] for b in range(n)]
-            scores = torch.tensor(next_scores, device=scores.device, dtype=torch.float64).view(n, beams)
-            if all(len(d) >= beams for d in done) or all(s.finish_reason for row in live for s in row):
-                break
-            self.bank.select(torch.tensor(origin, device=self.bank.device))
-            logprobs = self.bank.step(torch.tensor(next_tokens, device=self.bank.device))
-        for b in range(n):
-            for score, seq in zip(scores[b].tolist(), live[b], strict=True):
-                if seq.ids and score > float("-inf"):
-                    seq.finish_reason = seq.finish_reason or "length"
-                    done[b].append(final(score, seq))
-        return [max(d, key=lambda pair: pair[0])[1] for d in done]
+    def _keep(self, keep: list[int]) -> None:
+        self.rows = [self.rows[j] for j in keep]
+        if not keep:
+            return
+        index = torch.tensor(keep, device=self.bank.device)
+        self.state.select(index)
+        self.logprobs, self.weights, self.lengths = self.logprobs[:, index], self.weights[index], self.lengths[index]
+        if self.seen is not None:
+            self.seen = self.seen[index]
 
 
 def _streamable(text: str, stops: Sequence[str], sent: int) -> int:
-    """How much of an unfinished ``text`` is safe to show: hold back a partial UTF-8 character and
-    any tail that may yet grow into a stop string (which would be cut from the answer)."""
-    if text.endswith("\ufffd"):
-        return sent
+    """How much of an unfinished ``text`` is safe to show: hold back any tail that may yet grow into a stop
+    string (which would be cut from the answer)."""
     ready = len(text)
     for stop in stops:
         for k in range(min(len(stop) - 1, len(text)), 0, -1):
@@ -205,12 +339,139 @@ def _streamable(text: str, stops: Sequence[str], sent: int) -> int:
     return max(ready, sent)
 
 
-def _warpers(config: GenerationConfig) -> LogitsProcessorList:
-    warpers = LogitsProcessorList()
-    if config.temperature != 1.0:
-        warpers.append(TemperatureLogitsWarper(config.temperature))
-    if config.top_k is not None:
-        warpers.append(TopKLogitsWarper(config.top_k))
-    if config.top_p is not None and config.top_p < 1.0:
-        warpers.append(TopPLogitsWarper(config.top_p))
-    return warpers
+# -- beam search ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class _Beam:
+    draft: Draft
+    detok: Detokenizer
+    score: float
+
+    def extended(self, finisher: _Finisher, token: int, logprob: float, ref: float | None, score: float) -> _Beam:
+        d = self.draft
+        draft = Draft(list(d.ids), list(d.logprobs), list(d.ref_logprobs))
+        detok = self.detok.copy()
+        finisher.add(draft, detok, token, logprob, ref)
+        return _Beam(draft, detok, score)
+
+
+@torch.inference_mode()
+def beam_search(steering: Steering, prompts: Sequence[str], config: GenerationConfig
+                ) -> tuple[list[list[Draft]], list[list[int]]]:
+    """Beam search on the policy's log-probs (after the constraints): the ``config.n`` best answers per prompt,
+    and each prompt's token ids.
+
+    A hypothesis scores ``sum log pi / length ** length_penalty``. Each prompt runs on its own, as in transformers:
+    it is done once it holds ``num_beams`` finished answers and no live beam can still beat the worst of them
+    (the exact bound, transformers' ``early_stopping="never"``), and its beams then leave the batch; so every
+    prompt's result is the same alone and in any batch.
+    """
+    bank, beams, cfg = steering.bank, config.num_beams, config
+    vocab, lp = bank.vocab_size, config.length_penalty
+    state, logprobs = bank.start(prompts, config.max_new_tokens)
+    n = len(prompts)
+    prompt_ids = list(state.prompt_ids)
+    index = torch.arange(n, device=bank.device).repeat_interleave(beams)
+    state.select(index)
+    logprobs, weights = logprobs[:, index], steering.weights.to(bank.device)[index]
+    finisher = _Finisher(config, bank.tokenizer, bank.eos_ids)
+    procs = constraints(config, bank.eos_ids)
+    seen = None
+    if config.repetition_penalty != 1.0:
+        seen = torch.zeros(n * beams, vocab, dtype=torch.bool, device=bank.device)
+        for j, ids in enumerate(state.prompt_ids):
+            seen[j, [t for t in ids if t < vocab]] = True
+    start = _Beam(Draft(), Detokenizer(bank.tokenizer), 0.0)
+    live = {b: [start] + [_Beam(start.draft, start.detok, -float("inf")) for _ in range(beams - 1)] for b in range(n)}
+    done: dict[int, list[tuple[float, Draft]]] = {b: [] for b in range(n)}
+    running = list(range(n))  # prompts still searching, in row-block order
+
+    def normalised(score: float, length: int) -> float:
+        return score / length ** lp
+
+    for step in range(cfg.max_new_tokens):
+        lengths = torch.full((len(running) * beams,), step, device=bank.device)
+        ctx = StepContext(logprobs, weights, lengths, seen)
+        policy = steering.head(None, ctx)
+        scores = policy
+        for processor in procs:
+            scores = processor(scores, ctx)
+        beam_scores = torch.tensor([bm.score for b in running for bm in live[b]], dtype=torch.float64,
+                                   device=bank.device)
+        total = (beam_scores[:, None] + scores.double()).view(len(running), beams * vocab)
+        top_scores, top_ids = total.topk(min(2 * beams, beams * vocab), dim=-1)
+        rows = torch.arange(len(running), device=bank.device)[:, None] * beams + top_ids // vocab
+        tokens = top_ids % vocab
+        picked = [top_scores, top_ids.double(), policy[rows, tokens].double()]
+        if steering.reference is not None:
+            picked.append(logprobs[steering.reference][rows, tokens].double())
+        host = torch.stack(picked).tolist()
+        origin, next_tokens, still = [], [], []
+        for k, b in enumerate(running):
+            chosen: list[tuple[int, _Beam]] = []
+            for rank, (score, flat, logprob) in enumerate(zip(host[0][k], host[1][k], host[2][k], strict=True)):
+                if score == -float("inf"):
+                    break
+                beam, token = divmod(int(flat), vocab)
+                ref = host[3][k][rank] if steering.reference is not None else None
+                candidate = live[b][beam].extended(finisher, token, logprob, ref, score)
+                if candidate.draft.finish_reason in ("eos", "stop"):
+                    if rank < beams:  # as transformers: only a top-num_beams candidate may end a hypothesis
+                        _add_done(done[b], beams, normalised(score, len(candidate.draft.ids)), candidate.draft)
+                else:
+                    chosen.append((beam, candidate))
+                if len(chosen) == beams:
+                    break
+            best_live = chosen[0][1].score if chosen else -float("inf")
+            if _prompt_done(done[b], beams, best_live, step + 1, cfg.max_new_tokens, lp):
+                continue
+            while len(chosen) < beams:  # tiny vocabularies: pad with dead beams
+                chosen.append((0, _Beam(start.draft, start.detok, -float("inf"))))
+            live[b] = [c for _, c in chosen]
+            still.append(b)
+            origin += [k * beams + beam for beam, _ in chosen]
+            next_tokens += [c.draft.ids[-1] if c.draft.ids else 0 for _, c in chosen]
+        if step + 1 == cfg.max_new_tokens or not still:
+            running = still
+            break
+        index = torch.tensor(origin, device=bank.device)
+        state.select(index)
+        weights = weights[index]
+        token_tensor = torch.tensor(next_tokens, device=bank.device)
+        if seen is not None:
+            seen = seen[index]
+            seen[torch.arange(len(index)), token_tensor] = True
+        running = still
+        logprobs = state.step(token_tensor)
+    for b in running:  # out of length: live beams end here
+        for bm in live[b]:
+            if bm.score > -float("inf") and bm.draft.ids:
+                bm.draft.finish_reason = bm.draft.finish_reason or "length"
+                _add_done(done[b], beams, normalised(bm.score, len(bm.draft.ids)), bm.draft)
+    return [[d for _, d in sorted(done[b], key=lambda pair: -pair[0])[: cfg.n]] for b in range(n)], prompt_ids
+
+
+def _add_done(done: list[tuple[float, Draft]], beams: int, score: float, draft: Draft) -> None:
+    """Keep the ``beams`` best finished hypotheses."""
+    if len(done) < beams:
+        done.append((score, draft))
+        return
+    worst = min(range(len(done)), key=lambda i: done[i][0])
+    if score > done[worst][0]:
+        done[worst] = (score, draft)
+
+
+def _prompt_done(done: list[tuple[float, Draft]], beams: int, best_live: float, length: int, max_length: int,
+                 lp: float) -> bool:
+    """No live beam can beat the worst of ``beams`` finished ones: its sum of log-probs only falls, so its best
+    normalised score is at the longest length when ``lp > 0``, else at the current one."""
+    if best_live == -float("inf"):
+        return True
+    if len(done) < beams:
+        return False
+    attainable = best_live / (max_length if lp > 0 else length) ** lp
+    return min(s for s, _ in done) >= attainable
+
+
+__all__ = ["Combine", "DecodeSession", "Detokenizer", "Draft", "MinNewTokens", "Processor",
+           "RepetitionPenalty", "SelectRole", "StepContext", "Steering", "beam_search", "constraints", "warpers"]

@@ -61,7 +61,7 @@ def run_demo(
     """Run the sweep, print the table and write results.json, results.csv, the plots and report.html."""
     console = console or Console()
     with console.status(f"loading {model} (the first run converts the embedded GGUF once, about 20 s)"):
-        policy = MOD.from_personas(PERSONAS, model=model)  # reference: the model's default system prompt
+        policy = MOD.from_personas(PERSONAS, model=model, objectives=OBJECTIVES)  # reference: the default prompt
         objectives = build(OBJECTIVES)
     sweep = run_sweep(policy, prompts or PROMPTS, WEIGHTINGS, objectives, progress=progress, name="MOD personas",
                       config=GenerationConfig(max_new_tokens=max_new_tokens))

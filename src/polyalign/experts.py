@@ -1,10 +1,12 @@
-"""Experts and the batched next-token log-probs MOD combines.
+"""Roles (models, each with an optional LoRA adapter and system prompt) and their batched next-token log-probs:
+the next-token source of every policy built on :mod:`polyalign.decode`.
 
-An :class:`Expert` is a model, optionally with a PEFT LoRA adapter and/or a system prompt. An
-:class:`ExpertBank` holds a reference and M experts and runs them as *one forward per distinct set of
-weights* at each step: experts that share a checkpoint stack their rows into one batch (persona rows
-with different system prompts; LoRA rows through peft's mixed-adapter batches, ``adapter_names``),
-each row with its own place in one KV cache. Different checkpoints run one forward each.
+An :class:`Expert` is one role. A :class:`ModelBank` holds the *weights* of a list of roles and runs them as
+*one forward per distinct set of weights* at each step: roles that share a checkpoint stack their rows into one
+batch (persona rows with different system prompts; LoRA rows through peft's mixed-adapter batches,
+``adapter_names``), each row with its own place in one KV cache. Different checkpoints run one forward each.
+Identical roles are run once. Everything that belongs to one generation (caches, masks, positions, the live
+rows) lives in a :class:`BankState`, so any number of generations can share one bank.
 
 Tokenizers are checked once: the experts must agree token for token on the shared id range; logit
 slots beyond it (e.g. a model padded to 32016 for a 32000-token tokenizer) are dropped, which masks
@@ -14,7 +16,7 @@ them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,6 +51,9 @@ class Expert:
         return Path(self.model).name
 
 
+PROMPT_SLOT = "\x1epolyalign-prompt\x1e"  # stands in for user text while the chat template is rendered
+
+
 def format_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str, system_prompt: str | None, chat: bool) -> str:
     """The text a row starts from: the chat template when there is one, else system prompt + prompt."""
     if chat and tokenizer.chat_template:
@@ -56,6 +61,30 @@ def format_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str, system_prompt
         messages.append({"role": "user", "content": prompt})
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return f"{system_prompt}\n\n{prompt}" if system_prompt else prompt
+
+
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str, system_prompt: str | None,
+                  chat: bool) -> list[int]:
+    """Token ids of :func:`format_prompt`, with user text encoded so that it can never produce control tokens:
+    ``<|im_end|>`` typed into a prompt stays plain text and cannot fake a turn. The template is rendered with a
+    placeholder and only its own text may hold special tokens."""
+    templated = chat and bool(tokenizer.chat_template)
+    frame = format_prompt(tokenizer, PROMPT_SLOT, system_prompt, chat) if templated else PROMPT_SLOT
+    pieces = frame.split(PROMPT_SLOT)
+    if len(pieces) != 2:  # a template that alters or repeats the user message: no safe split
+        specials = [t for t in tokenizer.all_special_tokens if t and t in prompt]
+        if specials:
+            raise ConfigError(f"the prompt contains the control token(s) {specials}; this chat template cannot keep "
+                              "them as plain text, remove them")
+        return tokenizer(format_prompt(tokenizer, prompt, system_prompt, chat), add_special_tokens=not templated
+                         )["input_ids"]
+    if not templated:  # all of it is user text; the tokenizer adds its own BOS/EOS framing
+        text = f"{system_prompt}\n\n{prompt}" if system_prompt else prompt
+        return tokenizer(text, add_special_tokens=True, split_special_tokens=True)["input_ids"]
+    before, after = pieces
+    user = tokenizer(prompt, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    return (tokenizer(before, add_special_tokens=False)["input_ids"] + user
+            + tokenizer(after, add_special_tokens=False)["input_ids"])
 
 
 def shared_vocab_size(models: Sequence[LoadedModel]) -> int:
@@ -75,126 +104,205 @@ def shared_vocab_size(models: Sequence[LoadedModel]) -> int:
     return vocab
 
 
+def context_length(model: torch.nn.Module) -> int | None:
+    """Most positions the model was built for (``max_position_embeddings``), when its config says."""
+    return getattr(model.config, "max_position_embeddings", None)
+
+
 @dataclass
 class _Group:
-    """Roles that share one set of weights, run as one batched forward."""
+    """Roles that share one set of weights, run as one batched forward. Holds no per-generation state."""
 
     loaded: LoadedModel
     model: torch.nn.Module
-    roles: list[int]
+    slots: list[int]
     adapters: list[str | None]
     systems: list[str | None]
-    # per-generation state
-    cache: object = None
-    mask: torch.Tensor | None = None
-    positions: torch.Tensor | None = None
-    batch: int = 0
-    row_adapters: list[str] = field(default_factory=list)
 
     @property
     def uses_adapters(self) -> bool:
         return any(a is not None for a in self.adapters)
 
-    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, vocab: int) -> torch.Tensor:
-        kwargs = {"adapter_names": self.row_adapters} if self.uses_adapters else {}
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=self.mask,
-            position_ids=position_ids,
-            past_key_values=self.cache,
-            use_cache=True,
-            logits_to_keep=1,
-            **kwargs,
-        )
-        self.cache = out.past_key_values
-        logits = out.logits[:, -1, :vocab].float()
-        return torch.log_softmax(logits, dim=-1).view(len(self.roles), self.batch, vocab)
+
+@dataclass
+class _GroupState:
+    """One generation's rows in one group: row ``k * batch + b`` is role ``k`` of prompt row ``b``."""
+
+    cache: object
+    mask: torch.Tensor
+    positions: torch.Tensor
+    batch: int
+    row_adapters: list[str]
+
+    def rows(self, index: torch.Tensor, n_roles: int) -> torch.Tensor:
+        return torch.cat([k * self.batch + index for k in range(n_roles)])
 
 
-class ExpertBank:
-    """A reference (optional, role 0) and experts, with batched cached next-token log-probs."""
+def _forward(group: _Group, state: _GroupState, input_ids: torch.Tensor, position_ids: torch.Tensor,
+             vocab: int) -> torch.Tensor:
+    kwargs = {"adapter_names": state.row_adapters} if group.uses_adapters else {}
+    out = group.model(input_ids=input_ids, attention_mask=state.mask, position_ids=position_ids,
+                      past_key_values=state.cache, use_cache=True, logits_to_keep=1, **kwargs)
+    state.cache = out.past_key_values
+    logits = out.logits[:, -1, :vocab].float()
+    return torch.log_softmax(logits, dim=-1).view(len(group.slots), state.batch, vocab)
+
+
+class BankState:
+    """The per-generation half of a :class:`ModelBank`: caches, masks and positions of the live rows."""
+
+    def __init__(self, bank: ModelBank, groups: list[_GroupState], prompt_ids: list[list[int]]) -> None:
+        self.bank = bank
+        self.groups = groups
+        self.prompt_ids = prompt_ids
+        """Per live row, the prompt ids of the bank's last role (the policy's own prompt)."""
+
+    @property
+    def batch(self) -> int:
+        return len(self.prompt_ids)
+
+    @torch.inference_mode()
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed one token per live row ``[B]``; return next-token log-probs ``[U, B, V]``."""
+        bank = self.bank
+        out = torch.empty(bank.n_slots, tokens.shape[0], bank.vocab_size, device=bank.device)
+        for g, st in zip(bank.groups, self.groups, strict=True):
+            ids = tokens.repeat(len(g.slots)).unsqueeze(-1)
+            st.mask = torch.cat([st.mask, st.mask.new_ones(st.mask.shape[0], 1)], dim=-1)
+            out[g.slots] = _forward(g, st, ids, st.positions.unsqueeze(-1), bank.vocab_size)
+            st.positions = st.positions + 1
+        return out
+
+    @torch.inference_mode()
+    def select(self, index: torch.Tensor) -> None:
+        """Keep (or repeat, for beams and samples) live rows ``index``: ``B -> len(index)``."""
+        index = index.to(self.bank.device)
+        for g, st in zip(self.bank.groups, self.groups, strict=True):
+            rows = st.rows(index, len(g.slots))
+            st.cache.reorder_cache(rows)
+            st.mask = st.mask[rows]
+            st.positions = st.positions[rows]
+            st.row_adapters = [st.row_adapters[i] for i in rows.tolist()]
+            st.batch = len(index)
+        self.prompt_ids = [self.prompt_ids[i] for i in index.tolist()]
+
+
+class ModelBank:
+    """The weights of a list of roles (e.g. a reference and M experts), with batched cached next-token
+    log-probs. Row ``slot(r)`` of what :meth:`start` and :meth:`BankState.step` return belongs to role ``r``."""
 
     def __init__(
         self,
-        experts: Sequence[Expert],
-        reference: Expert | None = None,
+        roles: Sequence[Expert],
         *,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         chat: bool = True,
     ) -> None:
-        if not experts:
-            raise ConfigError("MOD needs at least one expert")
-        self.experts = list(experts)
-        self.reference = reference
-        self.roles: list[Expert] = ([reference] if reference is not None else []) + self.experts
+        if not roles:
+            raise ConfigError("a model bank needs at least one model")
+        self.roles = list(roles)
+        unique = list(dict.fromkeys((r.model, r.adapter, r.system_prompt) for r in self.roles))
+        self._slot = [unique.index((r.model, r.adapter, r.system_prompt)) for r in self.roles]
+        self.n_slots = len(unique)
         self.chat = chat
-        self.groups = self._build_groups(device, dtype)
+        self.groups = self._build_groups(unique, device, dtype)
         self.vocab_size = shared_vocab_size([g.loaded for g in self.groups])
         self.tokenizer = self.groups[0].loaded.tokenizer
         self.device = self.groups[0].loaded.device
         self.eos_ids = _eos_ids(self.groups[0].loaded)
+        self.max_positions = min((n for g in self.groups if (n := context_length(g.model))), default=None)
 
-    @property
-    def has_reference(self) -> bool:
-        return self.reference is not None
+    def slot(self, role: int) -> int:
+        """Where role ``role`` (its index in ``roles``) sits in the log-probs this bank returns."""
+        return self._slot[role]
 
-    def _build_groups(self, device, dtype) -> list[_Group]:
+    def _build_groups(self, unique: list[tuple], device, dtype) -> list[_Group]:
         by_model: dict[str, list[int]] = {}
-        for r, role in enumerate(self.roles):
-            by_model.setdefault(role.model, []).append(r)
+        for s, (model, _, _) in enumerate(unique):
+            by_model.setdefault(model, []).append(s)
         groups = []
-        for spec, roles in by_model.items():
-            adapters = [self.roles[r].adapter for r in roles]
+        for spec, slots in by_model.items():
+            adapters = [unique[s][1] for s in slots]
             if any(adapters):
                 # peft injects LoRA layers into the model it wraps: use a private copy, not the shared one.
                 loaded = load_model(spec, device=device, dtype=dtype, cached=False)
                 model, names = _attach_adapters(loaded, adapters)
             else:
                 loaded = load_model(spec, device=device, dtype=dtype)
-                model, names = loaded.model, [None] * len(roles)
-            groups.append(_Group(loaded, model, roles, names, [self.roles[r].system_prompt for r in roles]))
+                model, names = loaded.model, [None] * len(slots)
+            groups.append(_Group(loaded, model, slots, names, [unique[s][2] for s in slots]))
         return groups
 
-    @torch.inference_mode()
-    def start(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Prefill every row for ``prompts``; return next-token log-probs ``[R, B, V]``."""
-        out = torch.empty(len(self.roles), len(prompts), self.vocab_size, device=self.device)
+    def encode(self, prompts: Sequence[str], max_new_tokens: int = 0) -> list[list[list[int]]]:
+        """Prompt ids per group, role and prompt; refuses prompts that leave fewer than ``max_new_tokens``
+        positions of the model's context."""
+        encoded = []
         for g in self.groups:
             tok = g.loaded.tokenizer
-            texts = [format_prompt(tok, p, s, self.chat) for s in g.systems for p in prompts]
-            templated = self.chat and bool(tok.chat_template)  # the template already holds BOS etc.
-            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=not templated)
-            g.mask = enc["attention_mask"].to(self.device)
-            positions = (g.mask.cumsum(-1) - 1).clamp(min=0)
-            g.positions = positions[:, -1] + 1
-            g.batch = len(prompts)
-            g.row_adapters = [a or BASE_ADAPTER for a in g.adapters for _ in prompts]
-            g.cache = None
-            out[g.roles] = g.forward(enc["input_ids"].to(self.device), positions, self.vocab_size)
-        return out
+            encoded.append([[encode_prompt(tok, p, s, self.chat) for p in prompts] for s in g.systems])
+        if self.max_positions is not None:
+            for i in range(len(prompts)):
+                longest = max(len(ids[i]) for per_group in encoded for ids in per_group)
+                if longest + max_new_tokens > self.max_positions:
+                    raise ConfigError(
+                        f"prompt {i} is {longest} tokens long; with max_new_tokens={max_new_tokens} it needs "
+                        f"{longest + max_new_tokens} positions but the model has {self.max_positions}: shorten the "
+                        "prompt or lower max_new_tokens")
+        return encoded
 
     @torch.inference_mode()
-    def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Feed one token per prompt row ``[B]``; return next-token log-probs ``[R, B, V]``."""
-        out = torch.empty(len(self.roles), tokens.shape[0], self.vocab_size, device=self.device)
-        for g in self.groups:
-            ids = tokens.repeat(len(g.roles)).unsqueeze(-1)
-            g.mask = torch.cat([g.mask, g.mask.new_ones(g.mask.shape[0], 1)], dim=-1)
-            out[g.roles] = g.forward(ids, g.positions.unsqueeze(-1), self.vocab_size)
-            g.positions = g.positions + 1
-        return out
+    def start(self, prompts: Sequence[str], max_new_tokens: int = 0) -> tuple[BankState, torch.Tensor]:
+        """Prefill every row for ``prompts``; return the new generation's state and log-probs ``[U, B, V]``."""
+        encoded = self.encode(prompts, max_new_tokens)
+        out = torch.empty(self.n_slots, len(prompts), self.vocab_size, device=self.device)
+        states = []
+        for g, per_role in zip(self.groups, encoded, strict=True):
+            rows = [ids for per_prompt in per_role for ids in per_prompt]
+            ids, mask = _left_pad(rows, g.loaded.tokenizer.pad_token_id, self.device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            state = _GroupState(None, mask, positions[:, -1] + 1, len(prompts),
+                                [a or BASE_ADAPTER for a in g.adapters for _ in prompts])
+            out[g.slots] = _forward(g, state, ids, positions, self.vocab_size)
+            states.append(state)
+        last = self._slot[-1]
+        group = next(k for k, g in enumerate(self.groups) if last in g.slots)
+        return BankState(self, states, encoded[group][self.groups[group].slots.index(last)]), out
 
     @torch.inference_mode()
-    def select(self, index: torch.Tensor) -> None:
-        """Keep (or repeat, for beams) prompt rows ``index`` in every cache: ``B -> len(index)``."""
-        for g in self.groups:
-            rows = torch.cat([k * g.batch + index for k in range(len(g.roles))]).to(self.device)
-            g.cache.reorder_cache(rows)
-            g.mask = g.mask[rows]
-            g.positions = g.positions[rows]
-            g.row_adapters = [g.row_adapters[i] for i in rows.tolist()]
-            g.batch = len(index)
+    def score(self, prompts: Sequence[str], responses: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Teacher-forced log-probs ``[U, B, T, V]`` of each position of ``responses`` (padded to the longest
+        response T), from one cache-free forward per group."""
+        encoded = self.encode(prompts, max(len(r) for r in responses))
+        longest = max(len(r) for r in responses)
+        out = torch.zeros(self.n_slots, len(prompts), longest, self.vocab_size, device=self.device)
+        for g, per_role in zip(self.groups, encoded, strict=True):
+            rows = [ids + list(r) for per_prompt in per_role for ids, r in zip(per_prompt, responses, strict=True)]
+            starts = [len(ids) for per_prompt in per_role for ids in per_prompt]
+            ids, mask = _left_pad(rows, g.loaded.tokenizer.pad_token_id, self.device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            kwargs = {"adapter_names": [a or BASE_ADAPTER for a in g.adapters for _ in prompts]} \
+                if g.uses_adapters else {}
+            logits = g.model(input_ids=ids, attention_mask=mask, position_ids=positions, **kwargs).logits
+            logprobs = torch.log_softmax(logits[..., : self.vocab_size].float(), dim=-1)
+            width = ids.shape[1]
+            for row, (start, full) in enumerate(zip(starts, rows, strict=True)):
+                n = len(full) - start  # positions start-1 .. len-2 predict the response tokens
+                first = width - len(full) + start - 1
+                role, b = divmod(row, len(prompts))
+                out[g.slots[role], b, :n] = logprobs[row, first:first + n]
+        return out
+
+
+ExpertBank = ModelBank  # the name MOD's first release used
+
+
+def _left_pad(rows: list[list[int]], pad_id: int | None, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    pad = 0 if pad_id is None else pad_id
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+    return ids, mask
 
 
 def _attach_adapters(loaded: LoadedModel, adapters: list[str | None]) -> tuple[torch.nn.Module, list[str | None]]:

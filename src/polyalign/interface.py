@@ -8,42 +8,71 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
-import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from polyalign.errors import ConfigError, WeightsError
-
-WeightsLike = Sequence[float] | Sequence[Sequence[float]] | torch.Tensor
+from polyalign.weights import REAL, WeightDomain, WeightsLike
 
 
 class GenerationConfig(BaseModel):
-    """Decoding options shared by every method."""
+    """Decoding options shared by every method (and, field by field, the CLI's ``generate`` options)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
-    max_new_tokens: int = Field(64, ge=1, le=32768)
-    min_new_tokens: int = Field(0, ge=0)
-    strategy: Literal["greedy", "sample", "beam"] = "greedy"
-    temperature: float = Field(1.0, gt=0.0)
-    top_k: int | None = Field(None, ge=1)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    num_beams: int = Field(4, ge=1)
-    length_penalty: float = 1.0
-    stop: list[str] = Field(default_factory=list)
-    seed: int | None = 0
+    max_new_tokens: int = Field(64, ge=1, le=32768, description="Most tokens to generate per response.")
+    min_new_tokens: int = Field(0, ge=0, description="Forbid EOS before this many tokens.")
+    strategy: Literal["greedy", "sample", "beam"] = Field("greedy", description="greedy, sample or beam.")
+    n: int = Field(1, ge=1, le=64, description="Responses per prompt (sample: independent draws; beam: the n best).")
+    temperature: float = Field(1.0, gt=0.0, le=100.0, description="Sampling temperature (after combining).")
+    top_k: int | None = Field(None, ge=1, description="Sample from the k most likely tokens.")
+    top_p: float | None = Field(None, gt=0.0, le=1.0, description="Sample from the smallest set holding mass p.")
+    repetition_penalty: float = Field(1.0, gt=0.0, le=100.0,
+                                      description="CTRL's penalty on tokens already in the prompt or response.")
+    num_beams: int = Field(4, ge=1, le=256, description="Beams per prompt (strategy beam).")
+    length_penalty: float = Field(1.0, ge=-10.0, le=10.0,
+                                  description="Beam score = sum log p / length ** length_penalty.")
+    stop: list[str] = Field(default_factory=list, description="Stop string (repeatable); cut from the response.")
+    stop_token_ids: list[int] = Field(default_factory=list, description="Token id that ends a response (repeatable).")
+    seed: int | None = Field(None, ge=0, lt=2**63,
+                             description="Sampling seed; none draws a fresh one (recorded in each Generation).")
 
     @model_validator(mode="after")
     def _check(self) -> GenerationConfig:
         if any(s == "" for s in self.stop):
             raise ValueError("stop strings must be non-empty")
+        if any(t < 0 for t in self.stop_token_ids):
+            raise ValueError("stop token ids must be non-negative")
         if self.min_new_tokens > self.max_new_tokens:
             raise ValueError("min_new_tokens must not exceed max_new_tokens")
+        if self.n > 1 and self.strategy == "greedy":
+            raise ValueError("n > 1 needs strategy sample or beam: greedy decoding gives n identical responses")
+        if self.strategy == "beam" and self.n > self.num_beams:
+            raise ValueError(f"n ({self.n}) must not exceed num_beams ({self.num_beams})")
         return self
+
+
+def config_error(exc: ValidationError, prefix: str = "") -> ConfigError:
+    """One :class:`ConfigError` naming each invalid field of a pydantic ``ValidationError``."""
+    problems = "; ".join(f"{prefix}{'.'.join(str(x) for x in err['loc']) or 'config'}: {err['msg']}"
+                         for err in exc.errors())
+    return ConfigError(problems)
+
+
+@dataclass
+class Usage:
+    """Token counts of one response, as OpenAI reports them."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
 
 
 @dataclass
@@ -56,11 +85,23 @@ class Generation:
     weights: list[float]
     finish_reason: Literal["eos", "stop", "length"] = "length"
     logprobs: list[float] | None = None
-    """Log-prob of each generated token under the (combined) policy."""
+    """Log-prob of each generated token under the policy's own distribution (MOD: the combined one), before
+    the decoding constraints (min_new_tokens, repetition_penalty) and the sampling warpers, for every strategy;
+    equal to :func:`~polyalign.policies.sequence_logprobs` on the same tokens."""
     ref_logprobs: list[float] | None = None
     """Log-prob of each generated token under the reference model, for KL estimates."""
     alpha: float | None = None
+    prompt_token_ids: list[int] = field(default_factory=list)
+    """The tokens the policy read as its prompt (chat template included)."""
+    sample_index: int = 0
+    """Which of the ``n`` responses to this prompt this is."""
+    seed: int | None = None
+    """The sampling seed of this response (sampling only): rerun with it to reproduce the response."""
     extra: dict = field(default_factory=dict)
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(len(self.prompt_token_ids), len(self.token_ids))
 
     @property
     def kl(self) -> float | None:
@@ -70,9 +111,28 @@ class Generation:
         return float(sum(a - b for a, b in zip(self.logprobs, self.ref_logprobs, strict=True)))
 
 
+FinishReason = Literal["eos", "stop", "length"]
+
+
+@dataclass
+class TokenEvent:
+    """One generated token of row ``index`` (prompt ``index // n``); ``text`` is the new text since its last
+    event (partial UTF-8 characters and possible stop-string prefixes are held back)."""
+
+    index: int
+    token_id: int
+    text: str
+    finish_reason: FinishReason | None = None
+
+
 @runtime_checkable
 class SteerablePolicy(Protocol):
-    """Anything that generates with a per-request trade-off ``weights`` over ``objectives``."""
+    """Anything that generates with a per-request trade-off ``weights`` over ``objectives``.
+
+    Policies may also declare ``weight_domain`` (a :class:`~polyalign.weights.WeightDomain`, default any real
+    weights), ``alpha_meaning`` (what ``alpha`` does for them) and ``steerable`` (False for a plain model that
+    ignores the weights: one point on a chart).
+    """
 
     objectives: list[str]
 
@@ -84,27 +144,18 @@ class SteerablePolicy(Protocol):
         config: GenerationConfig | None = None,
     ) -> list[Generation]: ...
 
+    def stream(
+        self,
+        prompts: Sequence[str] | str,
+        weights: WeightsLike,
+        alpha: float | None = None,
+        config: GenerationConfig | None = None,
+    ) -> Iterator[TokenEvent]: ...
 
-def weight_matrix(weights: WeightsLike, n_rows: int, objectives: Sequence[str]) -> torch.Tensor:
-    """Validate ``weights`` (one vector, or one per prompt) and return a float64 ``[n_rows, M]`` tensor."""
-    m = len(objectives)
-    try:
-        w = torch.as_tensor(weights, dtype=torch.float64)
-    except (TypeError, ValueError) as exc:
-        raise WeightsError(f"weights must be numbers, one per objective {list(objectives)}: {exc}") from None
-    if w.ndim == 1:
-        w = w.unsqueeze(0).expand(n_rows, -1)
-    if w.ndim != 2 or w.shape[-1] != m:
-        raise WeightsError(
-            f"expected {m} weights, one per objective {list(objectives)}, got shape {tuple(w.shape)}"
-        )
-    if w.shape[0] != n_rows:
-        raise WeightsError(f"got {w.shape[0]} weight vectors for {n_rows} prompts; give one, or one per prompt")
-    if not torch.isfinite(w).all():
-        raise WeightsError(f"weights must be finite, got {w.tolist()}")
-    if (w == 0).all(dim=-1).any():
-        raise WeightsError("weights are all zero: give at least one non-zero weight")
-    return w.contiguous()
+
+def weight_domain(policy: object) -> WeightDomain:
+    """The policy's declared weight domain (any real weights when it declares none)."""
+    return getattr(policy, "weight_domain", REAL)
 
 
 def check_prompts(prompts: Sequence[str] | str) -> list[str]:
@@ -124,6 +175,8 @@ def check_alpha(alpha: float | None) -> float | None:
     """KL strength in [0, 1] (CLP paper, Eq. 1) or None."""
     if alpha is None:
         return None
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+        raise WeightsError(f"alpha (KL strength) must be a number in [0, 1] or None, got {type(alpha).__name__}")
     if not math.isfinite(alpha) or not 0.0 <= alpha <= 1.0:
         raise WeightsError(f"alpha (KL strength) must lie in [0, 1], got {alpha}")
     return float(alpha)

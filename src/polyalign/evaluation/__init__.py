@@ -10,7 +10,7 @@ from polyalign.evaluation.config import EvalConfig, load_config, parse_config
 from polyalign.evaluation.grid import Weighting, build_weightings, line_grid, simplex_grid
 from polyalign.evaluation.indicators import hypervolume, pareto_mask
 from polyalign.evaluation.judge import LMJudge, compare, load_judge
-from polyalign.evaluation.methods import FixedWeights, Method, build_method, register_method
+from polyalign.evaluation.methods import Method, build_method, register_policy
 from polyalign.evaluation.outputs import load_results, write_outputs
 from polyalign.evaluation.results import EvaluationResult, PointResult, SweepResult
 from polyalign.evaluation.run import evaluate
@@ -18,8 +18,8 @@ from polyalign.evaluation.summary import summarize
 from polyalign.evaluation.sweep import run_sweep
 
 __all__ = [
-    "EvalConfig", "EvaluationResult", "FixedWeights", "LMJudge", "Method", "PointResult", "SweepResult",
+    "EvalConfig", "EvaluationResult", "LMJudge", "Method", "PointResult", "SweepResult",
     "Weighting", "build_method", "build_weightings", "compare", "evaluate", "hypervolume", "line_grid",
-    "load_config", "load_judge", "load_results", "pareto_mask", "parse_config", "register_method", "run_sweep",
+    "load_config", "load_judge", "load_results", "pareto_mask", "parse_config", "register_policy", "run_sweep",
     "simplex_grid", "summarize", "write_outputs",
 ]

@@ -84,6 +84,9 @@ def render_html(result: EvaluationResult, plots: dict[str, Path], examples: int 
         parts.append(f"<h3>{escape(sweep.method)}{' (single point)' if sweep.single_point else ''}</h3>")
         parts.append(_table(["weighting", "held-out", "value alpha", *names, "KL", *[f"V {n}" for n in names], "V w.R"],
                             rows, [p.held_out for p in sweep.points]))
+        if sweep.skipped:
+            parts.append("<p>Skipped, outside this method's weight domain: " + "; ".join(
+                f"{escape(label)} ({escape(reason)})" for label, reason in sweep.skipped.items()) + "</p>")
 
     parts.append(f"<h2>Relative value</h2><p>1 - V(method)/V({escape(str(result.baseline))}) with V of the "
                  "weighted reward w.R; with V(baseline) &gt; 0, negative means the method beats the baseline.</p>")

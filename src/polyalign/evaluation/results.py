@@ -49,6 +49,8 @@ class SweepResult(BaseModel):
     single_point: bool = False
     points: list[PointResult]
     timings: dict[str, float] = Field(default_factory=dict)
+    skipped: dict[str, str] = Field(default_factory=dict)
+    """Weightings of the grid outside the method's weight domain (label -> reason), not generated."""
 
 
 class FrontIndicators(BaseModel):

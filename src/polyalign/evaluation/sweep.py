@@ -21,7 +21,14 @@ from polyalign.errors import ConfigError, ObjectiveError, WeightsError
 from polyalign.evaluation.grid import Weighting, check_weighting
 from polyalign.evaluation.indicators import kl_regularised_value
 from polyalign.evaluation.results import PointResult, Response, SweepResult
-from polyalign.interface import Generation, GenerationConfig, SteerablePolicy, check_alpha, check_prompts
+from polyalign.interface import (
+    Generation,
+    GenerationConfig,
+    SteerablePolicy,
+    check_alpha,
+    check_prompts,
+    weight_domain,
+)
 
 DEFAULT_VALUE_ALPHA = 0.1
 
@@ -67,10 +74,24 @@ def as_weightings(weightings: Sequence[Weighting | Sequence[float]], objectives:
     return out
 
 
+def objective_order(policy_names: Sequence[str], names: Sequence[str]) -> list[int]:
+    """Where each of the policy's objectives sits among the scored ``names``: weights are matched by name when the
+    policy names the same objectives (in any order), by position when it names none of them; else refused."""
+    policy_names, names = list(policy_names), list(names)
+    if sorted(policy_names) == sorted(names):
+        return [names.index(n) for n in policy_names]
+    if len(policy_names) == len(names) and not set(policy_names) & set(names):
+        return list(range(len(names)))
+    raise WeightsError(
+        f"the policy steers objectives {policy_names} but {names} are scored: name the policy's objectives after the "
+        "scored ones (weights are matched by name), or give as many with other names (matched by position)")
+
+
 def generate_all(policy: SteerablePolicy, prompts: list[str], weightings: list[Weighting],
                  config: GenerationConfig, batch_size: int | None, progress: Progress | None = None,
-                 description: str = "generate") -> list[list[Generation]]:
-    """One list of generations per weighting, prompts in order, batched by ``batch_size`` prompts."""
+                 description: str = "generate", order: Sequence[int] | None = None) -> list[list[Generation]]:
+    """One list of generations per weighting, prompts in order, batched by ``batch_size`` prompts; ``order`` maps
+    the policy's objectives to the weighting's (:func:`objective_order`)."""
     step = batch_size or len(prompts)
     task = progress.add_task(description, total=len(weightings) * len(prompts)) if progress else None
     out = []
@@ -78,7 +99,8 @@ def generate_all(policy: SteerablePolicy, prompts: list[str], weightings: list[W
         gens: list[Generation] = []
         for start in range(0, len(prompts), step):
             batch = prompts[start:start + step]
-            result = policy.generate(batch, list(weighting.weights), alpha=weighting.alpha, config=config)
+            weights = [weighting.weights[i] for i in order] if order is not None else list(weighting.weights)
+            result = policy.generate(batch, weights, alpha=weighting.alpha, config=config)
             if len(result) != len(batch):
                 raise ConfigError(f"{type(policy).__name__}.generate returned {len(result)} generations for "
                                   f"{len(batch)} prompts")
@@ -143,16 +165,23 @@ def run_sweep(
     points = as_weightings(weightings, names, alpha)
     value_alpha = check_alpha(value_alpha)
     policy_names = list(getattr(policy, "objectives", []))
-    if len(policy_names) != len(names):
-        raise WeightsError(
-            f"the policy steers {len(policy_names)} objectives {policy_names} but {len(names)} objectives "
-            f"{names} are scored: weights are matched by position, so give as many of each"
-        )
+    order = objective_order(policy_names, names)
     config = config or GenerationConfig()
+    if config.n != 1:
+        raise ConfigError("evaluation scores one response per prompt and weighting: set generation.n to 1")
     name = name or type(policy).__name__
+    domain = weight_domain(policy)
+    skipped = {}
+    for w in points:
+        reason = domain.violation(torch.tensor([[w.weights[i] for i in order]], dtype=torch.float64))
+        if reason is not None:
+            skipped[w.label] = reason
+    points = [w for w in points if w.label not in skipped]
+    if not points:
+        raise WeightsError(f"{name}: no weighting of the grid lies in the policy's domain ({domain.description})")
     with progress_bar(progress) as bar:
         t0 = time.perf_counter()
-        gens = generate_all(policy, prompts, points, config, batch_size, bar, f"{name}: generate")
+        gens = generate_all(policy, prompts, points, config, batch_size, bar, f"{name}: generate", order)
         t1 = time.perf_counter()
     flat = [g for per_point in gens for g in per_point]
     raw = objectives.score([g.prompt for g in flat], [g.text for g in flat], batch_size=score_batch_size,
@@ -169,6 +198,6 @@ def run_sweep(
     higher = list(getattr(objectives, "higher_is_better", [True] * len(names)))
     return SweepResult(
         method=name, objectives=names, policy_objectives=policy_names, higher_is_better=higher,
-        single_point=single_point, points=results,
+        single_point=single_point, points=results, skipped=skipped,
         timings={"generation": t1 - t0, "scoring": t2 - t1, "summary": time.perf_counter() - t2},
     )

@@ -1,0 +1,9 @@
+"""Steerable policies: every method behind the one :class:`~polyalign.interface.SteerablePolicy` interface, one
+file each, all decoded by :mod:`polyalign.decode`. Typed configs that build them: :mod:`polyalign.policies.config`."""
+
+from polyalign.policies.base import EnginePolicy, SequenceLogprobs, sequence_logprobs
+from polyalign.policies.dera import DeRa
+from polyalign.policies.mod import MOD
+from polyalign.policies.plain import Plain
+
+__all__ = ["MOD", "DeRa", "EnginePolicy", "Plain", "SequenceLogprobs", "sequence_logprobs"]

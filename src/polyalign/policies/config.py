@@ -1,0 +1,220 @@
+"""One typed way to describe a policy: a pydantic discriminated union on ``kind``, each with ``.build()``.
+
+The same mapping (or YAML file) describes a method in ``polyalign evaluate``, ``polyalign generate --policy``
+and later in ``serve`` and ``train``::
+
+    kind: mod
+    personas: {concise: "Answer in one short sentence.", warm: "Write long, warm answers!"}
+    divergence: jsd
+
+Plugins add kinds with :func:`register_policy` (a config class with a ``kind`` literal and a ``build`` method).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+from polyalign.errors import ConfigError, ObjectiveError
+from polyalign.interface import SteerablePolicy, config_error
+from polyalign.models import DEFAULT_MODEL
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ExpertConfig(_Strict):
+    """One role: a model, optionally with a LoRA adapter and a system prompt. A plain string names the model."""
+
+    model: str = DEFAULT_MODEL
+    adapter: str | None = None
+    system_prompt: str | None = None
+    name: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, data: Any) -> Any:
+        return {"model": data} if isinstance(data, str) else data
+
+    def build(self):
+        from polyalign.experts import Expert
+
+        return Expert(self.model, self.adapter, self.system_prompt, self.name)
+
+
+class PolicyConfig(_Strict):
+    """Fields every model-backed policy takes."""
+
+    kind: str
+    device: str | None = None
+    dtype: str | None = None
+    chat: bool = Field(True, description="Format prompts with the chat template when the tokenizer has one.")
+    single_point: ClassVar[bool] = False
+
+    def build(self, objectives: list[str] | None = None) -> SteerablePolicy:
+        """The policy; ``objectives`` names what it steers when the config does not (e.g. unnamed experts)."""
+        raise NotImplementedError
+
+    @property
+    def _placement(self) -> dict:
+        return {"device": self.device, "dtype": self.dtype, "chat": self.chat}
+
+
+class ModConfig(PolicyConfig):
+    """MOD over ``experts`` (expert i steers objective i) or one ``model`` with ``personas`` (keys name the
+    objectives). The reference defaults to ``model`` with ``reference_system_prompt`` for personas, and to none
+    for experts (fine for reverse KL with weights summing to 1); ``reference: none`` drops it."""
+
+    kind: Literal["mod"]
+    experts: list[ExpertConfig] | None = None
+    personas: dict[str, str] | None = None
+    model: str = DEFAULT_MODEL
+    reference: ExpertConfig | Literal["none"] | None = None
+    reference_system_prompt: str | None = None
+    divergence: str = "reverse_kl"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModConfig:
+        if (self.experts is None) == (self.personas is None):
+            raise ValueError("give either experts or personas")
+        if self.experts is not None and not self.experts or self.personas is not None and not self.personas:
+            raise ValueError("give at least one expert")
+        return self
+
+    @property
+    def expert_names(self) -> list[str | None]:
+        return list(self.personas) if self.personas is not None else [e.name for e in self.experts or []]
+
+    def build(self, objectives: list[str] | None = None) -> SteerablePolicy:
+        from polyalign.experts import Expert
+        from polyalign.policies.mod import MOD
+
+        if self.personas is not None:
+            experts = [Expert(self.model, system_prompt=p, name=n) for n, p in self.personas.items()]
+            default_ref = Expert(self.model, system_prompt=self.reference_system_prompt, name="reference")
+        else:
+            experts = [e.build() for e in self.experts or []]
+            default_ref = None
+        reference = None if self.reference == "none" else self.reference.build() if self.reference else default_ref
+        names = self.expert_names
+        if any(n is None for n in names):
+            names = objectives if objectives is not None and len(objectives) == len(experts) else None
+        return MOD(experts, reference, self.divergence, names, **self._placement)
+
+
+class DeraConfig(PolicyConfig):
+    """DeRa: ``aligned`` realigned toward ``reference`` by lambda (the weight) or alpha (with ``trained_alpha``)."""
+
+    kind: Literal["dera"]
+    aligned: ExpertConfig
+    reference: ExpertConfig = Field(default_factory=ExpertConfig)
+    objective: str | None = None
+    trained_alpha: float | None = Field(None, gt=0.0, lt=1.0)
+
+    def build(self, objectives: list[str] | None = None) -> SteerablePolicy:
+        from polyalign.policies.dera import DeRa
+
+        name = self.objective or (objectives[0] if objectives and len(objectives) == 1 else "aligned")
+        return DeRa(self.aligned.build(), self.reference.build(), name, self.trained_alpha, **self._placement)
+
+
+class PlainConfig(PolicyConfig):
+    """A plain model (optionally an adapter or a system prompt): one point on a chart. ``model`` is the
+    kind's older name."""
+
+    kind: Literal["plain", "model"]
+    model: str = DEFAULT_MODEL
+    adapter: str | None = None
+    system_prompt: str | None = None
+    reference: ExpertConfig | None = None
+    single_point: ClassVar[bool] = True
+
+    def build(self, objectives: list[str] | None = None) -> SteerablePolicy:
+        from polyalign.experts import Expert
+        from polyalign.policies.plain import Plain
+
+        model = Expert(self.model, self.adapter, self.system_prompt, name="model")
+        reference = self.reference.build() if self.reference else None
+        return Plain(model, reference, objectives or ["model"], **self._placement)
+
+
+class PythonConfig(_Strict):
+    """``factory: "package.module:function"`` called with ``args``; it must return a SteerablePolicy."""
+
+    kind: Literal["python"]
+    factory: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    single_point: bool = False
+
+    def build(self, objectives: list[str] | None = None) -> SteerablePolicy:
+        from polyalign.objectives.python import import_callable
+
+        try:
+            fn = import_callable(self.factory, "policy factory")
+        except ObjectiveError as exc:
+            raise ConfigError(str(exc)) from None
+        try:
+            policy = fn(**self.args)
+        except TypeError as exc:
+            raise ConfigError(f"policy factory {self.factory}: {exc}") from None
+        if not hasattr(policy, "objectives") or not callable(getattr(policy, "generate", None)):
+            raise ConfigError(f"{self.factory} returned {type(policy).__name__}, not a SteerablePolicy (it needs "
+                              ".objectives and .generate)")
+        return policy
+
+
+_KINDS: dict[str, type[BaseModel]] = {}
+
+
+def register_policy(config: type[BaseModel]) -> type[BaseModel]:
+    """Make a policy config class usable wherever policies are described; its ``kind`` literal names it."""
+    kinds = config.model_fields["kind"].annotation.__args__
+    for kind in kinds:
+        if kind in _KINDS and _KINDS[kind] is not config:
+            raise ConfigError(f"policy kind {kind!r} is already registered; choose another name")
+        _KINDS[kind] = config
+    return config
+
+
+for _config in (ModConfig, DeraConfig, PlainConfig, PythonConfig):
+    register_policy(_config)
+
+
+def policy_kinds() -> list[str]:
+    return sorted(_KINDS)
+
+
+def parse_policy(data: Any, source: str = "policy") -> PolicyConfig | PythonConfig:
+    """A typed policy config from a mapping; errors name the kind's fields and the known kinds."""
+    if not isinstance(data, dict) or "kind" not in data:
+        raise ConfigError(f"{source}: a policy is a mapping with a 'kind' ({', '.join(policy_kinds())})")
+    if data["kind"] not in _KINDS:
+        raise ConfigError(f"{source}: unknown policy kind {data['kind']!r}; known kinds: {', '.join(policy_kinds())}")
+    classes = tuple(dict.fromkeys(_KINDS.values()))
+    union = classes[0] if len(classes) == 1 else Annotated[Union[classes], Field(discriminator="kind")]  # noqa: UP007
+    try:
+        return TypeAdapter(union).validate_python(data)
+    except ValidationError as exc:
+        fields = _KINDS[data["kind"]].model_fields
+        unknown = [str(e["loc"][-1]) for e in exc.errors() if e["type"] == "extra_forbidden" and len(e["loc"]) == 2]
+        if unknown:
+            raise ConfigError(f"{source} ({data['kind']}) does not take {unknown}; it takes "
+                              f"{[f for f in fields if f != 'kind']}") from None
+        raise config_error(exc, f"{source}: ") from None
+
+
+def load_policy(path: str | Path) -> PolicyConfig | PythonConfig:
+    """A policy config from a YAML file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"policy file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"policy file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    return parse_policy(data, str(path))
