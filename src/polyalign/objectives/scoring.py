@@ -19,7 +19,7 @@ def score_rows(objectives: ObjectiveSet, rows: Rows, batch_size: int = 32, progr
     try:
         return objectives.score(rows.prompts, rows.responses, rows.references, batch_size, progress)
     except RowError as exc:
-        raise ObjectiveError(f"{exc} (input line {rows.lines[exc.row]})") from None
+        raise ObjectiveError(f"{exc} (input line {rows.lines[exc.row]})") from exc.__cause__
 
 
 def score_file(
