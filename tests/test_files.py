@@ -59,7 +59,8 @@ def test_json_and_yaml_errors_name_the_place(tmp_path):
 
 
 def test_output_checks_create_nothing(tmp_path):
-    assert files.check_output_file(tmp_path / "new" / "deeper" / "out.jsonl") == tmp_path / "new" / "deeper" / "out.jsonl"
+    out = tmp_path / "new" / "deeper" / "out.jsonl"
+    assert files.check_output_file(out) == out
     assert files.check_output_dir(tmp_path / "run" / "x") == tmp_path / "run" / "x"
     assert list(tmp_path.iterdir()) == []
 
