@@ -149,7 +149,7 @@ def _convert_gguf(gguf: Path) -> Path:
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
             model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         except Exception as exc:  # transformers raises many types for unreadable files
-            raise ModelLoadError(f"could not read GGUF file {gguf}: {_first_line(exc)}") from exc
+            raise ModelLoadError(f"could not read GGUF file {gguf}: {first_line(exc)}") from exc
         # The de-quantised weights are plain tensors; clear the GGUF quantizer flag so they can be saved.
         model.hf_quantizer = None
         model.is_quantized = False
@@ -162,10 +162,16 @@ def _convert_gguf(gguf: Path) -> Path:
     return cached_conversion(_gguf_target(gguf), convert)
 
 
-def _first_line(exc: BaseException) -> str:
-    """An exception's first non-empty line (transformers and torch errors run to dozens of lines)."""
+def first_line(exc: BaseException) -> str:
+    """An exception's message in one line: its first line, plus the first detail when that line is only a
+    heading ending in ':' (transformers, peft and torch errors run to dozens of lines)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+    if not lines:
+        return type(exc).__name__
+    if lines[0].endswith(":") and len(lines) > 1:
+        more = f" (and {len(lines) - 2} more)" if len(lines) > 2 else ""
+        return f"{lines[0]} {lines[1]}{more}"
+    return lines[0]
 
 
 _HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
@@ -274,7 +280,7 @@ def pretrained(loader, spec: str, what: str, **kwargs):
         if isinstance(exc, PolyalignError):
             raise
         hint = "" if local else " (not a local path; as a hub id it needs network access or the HF cache)"
-        raise ModelLoadError(f"could not load {what} from {spec!r}{hint}: {_first_line(exc)}") from None
+        raise ModelLoadError(f"could not load {what} from {spec!r}{hint}: {first_line(exc)}") from None
 
 
 def configure_tokenizer(tokenizer: PreTrainedTokenizerBase, padding_side: str | None = None,
