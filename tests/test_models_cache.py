@@ -14,6 +14,7 @@ import pytest
 from polyalign import models
 from polyalign.errors import ModelLoadError
 from polyalign.models import MARKER, cached_conversion
+from tests.tiny import save_model
 
 
 def fake_convert(calls: list, delay: float = 0.0):
@@ -145,8 +146,8 @@ def test_hub_retry_warnings_are_silenced(monkeypatch, capsys, caplog):
     assert logging.getLogger("huggingface_hub").level == level  # restored
 
 
-def test_release_and_scope_free_models(tiny_models):
-    spec = str(tiny_models[2])
+def test_release_and_scope_free_models(tiny_models, tiny_tokenizer, tmp_path):
+    spec = str(save_model(tmp_path / "fresh", tiny_tokenizer, seed=5))  # loaded by no other test
     outside = models.load_model(str(tiny_models[1]))
     with models.scope():
         loaded = models.load_model(spec)

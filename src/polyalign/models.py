@@ -115,6 +115,9 @@ def cached_conversion(target: Path, convert: Callable[[Path], None], timeout: fl
             shutil.rmtree(target)
         try:
             tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".tmp-{target.name}-"))
+            umask = os.umask(0)
+            os.umask(umask)
+            tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide a shared cache from other users
         except OSError as exc:
             raise _cache_error(parent, exc.strerror or str(exc)) from None
         try:
