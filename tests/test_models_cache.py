@@ -168,3 +168,10 @@ def test_load_tokenizer_gives_each_setting_its_own_object(tiny_models):
     assert left is not plain and (plain.padding_side, plain.truncation_side) == ("right", "right")
     assert (left.padding_side, left.truncation_side) == ("left", "left")
     assert models.load_tokenizer(spec, padding_side="left", truncation_side="left") is left
+
+
+def test_a_file_where_the_converted_folder_belongs_is_replaced(tmp_path):
+    target = tmp_path / "m-1"
+    target.write_text("junk")
+    calls: list = []
+    assert cached_conversion(target, fake_convert(calls)).is_dir() and (target / MARKER).is_file()

@@ -111,13 +111,13 @@ def cached_conversion(target: Path, convert: Callable[[Path], None], timeout: fl
             return target
         for leftover in parent.glob(f".tmp-{target.name}-*"):
             shutil.rmtree(leftover, ignore_errors=True)
-        if target.exists():  # a conversion that never finished (or an older polyalign's, without marker)
-            shutil.rmtree(target)
         try:
+            if target.is_dir():  # a conversion that never finished (or an older polyalign's, without marker)
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
             tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".tmp-{target.name}-"))
-            umask = os.umask(0)
-            os.umask(umask)
-            tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide a shared cache from other users
+            tmp.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache from other users
         except OSError as exc:
             raise _cache_error(parent, exc.strerror or str(exc)) from None
         try:
