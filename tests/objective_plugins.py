@@ -32,3 +32,25 @@ NOT_CALLABLE = 3
 
 def nan_when_bad(prompts, responses):
     return [math.nan if r == "bad" else 1.0 for r in responses]
+
+
+def raises(prompts, responses):
+    raise ZeroDivisionError("division by zero\n  and a second line the user does not need")
+
+
+def raises_on_bad_row(prompt, response):
+    if response == "bad":
+        raise KeyError("no {score} for it")
+    return 1.0
+
+
+def no_arguments():
+    return []
+
+
+def four_arguments(prompts, responses, references, extra):
+    return [0.0 for _ in responses]
+
+
+def returns_none(prompts, responses):
+    return None

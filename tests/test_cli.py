@@ -78,7 +78,7 @@ def test_stream_prints_the_same_text(persona_args, capsys):
         (["-w", "0.5,0.5", "--top-p", "2", "hi"], "--top-p"),
         (["-w", "0.5,0.5", "--persona", "broken", "hi"], "NAME=VALUE"),
         (["-w", "0.5,0.5", "--reference", "/no/such/model", "hi"], "model path not found"),
-        (["-w", "0.5,0.5", "--prompt-file", "/no/such/file"], "prompt file not found"),
+        (["-w", "0.5,0.5", "--prompt-file", "/no/such/file"], "does not exist"),
         (["-w", "0.5,0.5", "--adapter", "x=/no/adapter", "hi"], "LoRA adapter not found"),
     ],
 )

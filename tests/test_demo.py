@@ -5,10 +5,13 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
 from rich.console import Console
 
+from polyalign import demo
 from polyalign.cli import main
 from polyalign.demo import OBJECTIVES, PROMPTS, WEIGHTINGS, run_demo
+from polyalign.errors import FileError
 
 
 def test_demo_writes_results_plot_and_report(tiny_models, tmp_path):
@@ -43,3 +46,15 @@ def test_demo_cli(tiny_models, tmp_path, capsys):
     except SystemExit as exc:
         assert exc.code in (0, None)
     assert list(tmp_path.glob("demo-*/results.json"))
+
+
+def test_demo_checks_its_output_folder_before_loading(tmp_path, monkeypatch):
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the output folder was checked")
+
+    monkeypatch.setattr(demo.MOD, "from_personas", must_not_load)
+    (tmp_path / "runs").write_text("a file where the folder should be")
+    with pytest.raises(FileError, match="demo output folder \\(--out\\) .*runs' is a file, not a directory"):
+        run_demo(tmp_path / "runs", progress=False)
+    with pytest.raises(FileError, match="lies under .*runs', which is a file"):
+        run_demo(tmp_path / "runs" / "sub", progress=False)

@@ -98,3 +98,17 @@ def test_real_judge_compare_end_to_end(tiny_judge):
 def test_real_judge_rejects_options_sharing_a_token(tiny_judge):
     with pytest.raises(ConfigError, match="shared tokens"):
         tiny_judge.option_ids(["Apple", "Apricot"])
+
+
+def test_judge_leaves_a_shared_tokenizer_alone(tiny_models):
+    from polyalign.evaluation.judge import load_judge
+    from polyalign.models import load_model
+
+    shared = load_model(str(tiny_models[0])).tokenizer
+    before = shared.padding_side, shared.truncation_side
+    judge = load_judge(str(tiny_models[0]))
+    judge.option_logprobs("be fair", ["which one?"] * 3, ["A", "B"])
+    assert (judge.tokenizer.padding_side, judge.tokenizer.truncation_side) == ("left", "left")
+    assert (shared.padding_side, shared.truncation_side) == before and judge.tokenizer is not shared
+    own = AutoTokenizer.from_pretrained(tiny_models[0])
+    assert LMJudge(judge.model, own).tokenizer.truncation_side == "left" and own.truncation_side == "right"

@@ -189,7 +189,7 @@ def test_config_errors(tmp_path):
         evaluate(parse_config(_config(tmp_path, weights={})), objectives=ToyObjectives(), progress=False)
     missing_prompts = _config(tmp_path, prompts_file=str(tmp_path / "no_prompts.txt"))
     del missing_prompts["prompts"]
-    with pytest.raises(ConfigError, match="prompt file not found: .*no_prompts.txt"):
+    with pytest.raises(ConfigError, match="prompts file .*no_prompts.txt.* does not exist"):
         evaluate(parse_config(missing_prompts), objectives=ToyObjectives(), progress=False)
     with pytest.raises(ConfigError, match="unique"):
         parse_config(_config(tmp_path, methods=[{"name": "x", "kind": "python"}] * 2))

@@ -127,3 +127,21 @@ def test_inputs_longer_than_the_model_reads_are_truncated(tiny_reward_model, tin
     objectives = build([f"hf:{tiny_reward_model}", f"nli:{tiny_nli_model}"])
     assert objectives[0].max_length == 256
     assert torch.isfinite(objectives.score([long, "a"], [long, long])).all()
+
+
+def test_hf_refuses_a_causal_lm_whose_head_would_be_random(tiny_models, capsys):
+    with pytest.raises(ModelLoadError, match="is not a trained sequence-classification .* lacks score.weight") as info:
+        parse_spec(f"hf:{tiny_models[1]}")
+    assert str(tiny_models[1]) in str(info.value) and "\n" not in str(info.value)
+    assert "newly initialized" not in capsys.readouterr().err
+
+
+def test_classifier_does_not_change_a_shared_tokenizer(tiny_reward_model):
+    from polyalign.models import load_tokenizer
+
+    shared = load_tokenizer(str(tiny_reward_model))
+    objective = parse_spec(f"hf:{tiny_reward_model},name=truncating")
+    length = parse_spec(f"length:unit=tokens,tokenizer={tiny_reward_model}")
+    assert objective.tokenizer.truncation_side == "left"
+    assert shared.truncation_side == "right" and length.tokenizer.truncation_side == "right"
+    assert load_tokenizer(str(tiny_reward_model)) is shared  # still cached

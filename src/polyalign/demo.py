@@ -18,8 +18,9 @@ from rich.table import Table
 
 from polyalign.evaluation import SweepResult, run_sweep, write_outputs
 from polyalign.evaluation.indicators import steerability
-from polyalign.interface import GenerationConfig
-from polyalign.models import DEFAULT_MODEL
+from polyalign.files import check_output_dir
+from polyalign.interface import GenerationConfig, check_prompts
+from polyalign.models import DEFAULT_MODEL, check_spec
 from polyalign.objectives import build
 from polyalign.policies import MOD
 
@@ -60,6 +61,9 @@ def run_demo(
 ) -> DemoResult:
     """Run the sweep, print the table and write results.json, results.csv, the plots and report.html."""
     console = console or Console()
+    check_output_dir(out_dir, "demo output folder (--out)")  # before a minute of work, not after it
+    check_prompts(prompts or PROMPTS)
+    check_spec(model)
     with console.status(f"loading {model} (the first run converts the embedded GGUF once, about 20 s)"):
         policy = MOD.from_personas(PERSONAS, model=model, objectives=OBJECTIVES)  # reference: the default prompt
         objectives = build(OBJECTIVES)

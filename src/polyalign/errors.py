@@ -32,5 +32,10 @@ class ConfigError(PolyalignError):
     """A configuration value (decoding options, prompts, specs) that is invalid."""
 
 
+class FileError(ConfigError):
+    """A file or folder the user named that cannot be read or written as given (missing, a directory where a
+    file belongs, not UTF-8 text, under a file, not writable)."""
+
+
 class ObjectiveError(PolyalignError):
     """An objective spec or a reward function output that is invalid."""

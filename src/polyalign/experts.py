@@ -309,19 +309,27 @@ def _attach_adapters(loaded: LoadedModel, adapters: list[str | None]) -> tuple[t
     """Wrap a private base model with every distinct LoRA adapter, named a0, a1, ..."""
     from peft import PeftModel
 
+    from polyalign.models import first_line
+
     names: dict[str, str] = {}
     model = None
     for path in dict.fromkeys(a for a in adapters if a):
-        if not (Path(path) / "adapter_config.json").is_file():
+        folder = Path(path).expanduser()
+        if not (folder / "adapter_config.json").is_file():
             raise ModelLoadError(f"LoRA adapter not found: {path} (a directory with adapter_config.json)")
+        if not any((folder / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin")):
+            raise ModelLoadError(f"LoRA adapter {path} has adapter_config.json but no weights: "
+                                 "adapter_model.safetensors (or adapter_model.bin) is missing from it")
         names[path] = f"a{len(names)}"
         try:
             if model is None:
-                model = PeftModel.from_pretrained(loaded.model, path, adapter_name=names[path])
+                model = PeftModel.from_pretrained(loaded.model, str(folder), adapter_name=names[path])
             else:
-                model.load_adapter(path, adapter_name=names[path])
+                model.load_adapter(str(folder), adapter_name=names[path])
         except Exception as exc:
-            raise ModelLoadError(f"could not load LoRA adapter {path} onto {loaded.name!r}: {exc}") from exc
+            hint = "; was it trained on another base model?" if "size mismatch" in str(exc) else ""
+            raise ModelLoadError(f"could not load LoRA adapter {path} onto {loaded.name!r}: "
+                                 f"{first_line(exc)}{hint}") from exc
     model.eval()
     return model, [names[a] if a else None for a in adapters]
 

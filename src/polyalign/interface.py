@@ -184,10 +184,10 @@ def check_alpha(alpha: float | None) -> float | None:
 
 def read_prompts(path: Path) -> list[str]:
     """Prompts from .txt (one per line), .jsonl (a "prompt" field per line) or .json (a list)."""
+    from polyalign.files import read_text
+
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"prompt file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, "prompts file")
     try:
         if path.suffix == ".jsonl":
             rows = [json.loads(line) for line in text.splitlines() if line.strip()]

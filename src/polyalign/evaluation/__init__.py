@@ -12,6 +12,7 @@ from polyalign.evaluation.indicators import hypervolume, pareto_mask
 from polyalign.evaluation.judge import LMJudge, compare, load_judge
 from polyalign.evaluation.methods import Method, build_method, register_policy
 from polyalign.evaluation.outputs import load_results, write_outputs
+from polyalign.evaluation.preflight import check_before_run
 from polyalign.evaluation.results import EvaluationResult, PointResult, SweepResult
 from polyalign.evaluation.run import evaluate
 from polyalign.evaluation.summary import summarize
@@ -19,7 +20,7 @@ from polyalign.evaluation.sweep import run_sweep
 
 __all__ = [
     "EvalConfig", "EvaluationResult", "LMJudge", "Method", "PointResult", "SweepResult",
-    "Weighting", "build_method", "build_weightings", "compare", "evaluate", "hypervolume", "line_grid",
-    "load_config", "load_judge", "load_results", "pareto_mask", "parse_config", "register_policy", "run_sweep",
-    "simplex_grid", "summarize", "write_outputs",
+    "Weighting", "build_method", "build_weightings", "check_before_run", "compare", "evaluate", "hypervolume",
+    "line_grid", "load_config", "load_judge", "load_results", "pareto_mask", "parse_config", "register_policy",
+    "run_sweep", "simplex_grid", "summarize", "write_outputs",
 ]

@@ -6,11 +6,11 @@ import hashlib
 import json
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from polyalign.errors import ConfigError
 from polyalign.evaluation.grid import Weighting, build_weightings, line_grid, simplex_grid
+from polyalign.files import read_yaml
 from polyalign.interface import GenerationConfig, check_prompts, read_prompts
 
 DEFAULT_JUDGE = "smollm2-135m-instruct"
@@ -106,6 +106,9 @@ class EvalConfig(_Strict):
             raise ValueError(f"method names must be unique, got {names}")
         if (self.prompts is None) == (self.prompts_file is None):
             raise ValueError("give the prompts either inline (prompts:) or from a file (prompts_file:), not both")
+        if self.reference_point is not None and len(self.reference_point) != len(self.objectives):
+            raise ValueError(f"reference_point has {len(self.reference_point)} values but there are "
+                             f"{len(self.objectives)} objectives {self.objectives}; give one value per objective")
         if self.baseline is not None and self.baseline not in names:
             raise ValueError(f"baseline {self.baseline!r} is not a method; methods: {names}")
         for pair in (self.judge.pairs or []) if self.judge else []:
@@ -138,14 +141,9 @@ class EvalConfig(_Strict):
 def load_config(path: str | Path) -> EvalConfig:
     """Read an :class:`EvalConfig` from YAML; a relative prompts_file is relative to the YAML file."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    data = read_yaml(path, "config file")
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must be a mapping of settings")
+        raise ConfigError(f"config file {str(path)!r} must be a mapping of settings, got {type(data).__name__}")
     prompts_file = data.get("prompts_file")
     if prompts_file and not Path(prompts_file).is_absolute():
         data["prompts_file"] = str(path.parent / prompts_file)

@@ -102,6 +102,13 @@ class LMJudge:
     max_length: int = 2048
     name: str = "judge"
 
+    def __post_init__(self) -> None:
+        # Left padding and left truncation keep the end of the prompt, where the answer is asked for. The
+        # tokenizer may be shared (e.g. with decoding experts): configure a private copy, never the shared one.
+        from polyalign.models import configure_tokenizer
+
+        self.tokenizer = configure_tokenizer(self.tokenizer, padding_side="left", truncation_side="left")
+
     def option_ids(self, options: Sequence[str]) -> list[list[int]]:
         """Token ids of each option, bare and with a leading space where that is one token; none shared."""
         ids = []
@@ -131,14 +138,8 @@ class LMJudge:
         out = []
         for start in range(0, len(questions), self.batch_size):
             texts = [self.render(system, q) for q in questions[start:start + self.batch_size]]
-            # Left padding and left truncation keep the end of the prompt, where the answer is asked for.
-            sides = tok.padding_side, tok.truncation_side
-            tok.padding_side = tok.truncation_side = "left"
-            try:
-                enc = tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length,
-                          add_special_tokens=False)
-            finally:
-                tok.padding_side, tok.truncation_side = sides
+            enc = tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length,
+                      add_special_tokens=False)
             logits = self.model(**{k: v.to(device) for k, v in enc.items()}).logits[:, -1, :].float()
             logprobs = torch.log_softmax(logits, dim=-1)
             out.append(torch.stack([torch.logsumexp(logprobs[:, group], dim=-1) for group in ids], dim=-1).cpu())
@@ -147,7 +148,8 @@ class LMJudge:
 
 def load_judge(spec: str, device: str | None = None, batch_size: int = 8) -> LMJudge:
     """A judge from a model spec (the embedded default, a hub id, a local dir, a .gguf path)."""
-    from polyalign.models import load_model
+    from polyalign.models import load_model, load_tokenizer
 
     loaded = load_model(spec, device=device)
-    return LMJudge(loaded.model, loaded.tokenizer, batch_size=batch_size, name=getattr(loaded, "name", spec))
+    tokenizer = load_tokenizer(spec, padding_side="left", truncation_side="left")  # cached, shared by judges
+    return LMJudge(loaded.model, tokenizer, batch_size=batch_size, name=getattr(loaded, "name", spec))

@@ -17,17 +17,21 @@ from polyalign.evaluation.plots import kl_reward_plot, pareto_plot, relative_val
 from polyalign.evaluation.report import render_html
 from polyalign.evaluation.results import EvaluationResult, SweepResult
 from polyalign.evaluation.summary import summarize
+from polyalign.files import make_dir, read_text, write_text
 
 RESULTS_JSON = "results.json"
+OUTPUT_FILES = (RESULTS_JSON, "results.csv", "pareto.png", "kl_reward.png", "relative_value.png", "report.html")
+"""Every file a run folder receives."""
 
 
 def load_results(run_dir: str | Path) -> EvaluationResult | None:
     """The results stored in ``run_dir``, or None if it has none."""
     path = Path(run_dir) / RESULTS_JSON
-    if not path.is_file():
+    if not path.exists():
         return None
+    text = read_text(path, "results file")
     try:
-        return EvaluationResult.model_validate_json(path.read_text(encoding="utf-8"))
+        return EvaluationResult.model_validate_json(text)
     except ValidationError as exc:
         raise ConfigError(f"{path} is not a polyalign results file ({exc.error_count()} problems); "
                           "choose another output folder or delete it") from None
@@ -54,7 +58,7 @@ def write_csv(result: EvaluationResult, path: Path) -> Path:
               *[f"w_{n}" for n in names], *[f"mean_{n}" for n in names], *[f"ci_low_{n}" for n in names],
               *[f"ci_high_{n}" for n in names], "kl", "kl_ci_low", "kl_ci_high", *[f"V_{n}" for n in names],
               "V_weighted", "relative_value"]
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(path.parent)
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(header)
@@ -75,9 +79,7 @@ def draw(result: EvaluationResult, run_dir: str | Path, examples: int = 3) -> di
         "kl_reward": kl_reward_plot(result, run_dir / "kl_reward.png"),
         "relative_value": relative_value_plot(result, run_dir / "relative_value.png"),
     }
-    html = run_dir / "report.html"
-    html.write_text(render_html(result, paths, examples), encoding="utf-8")
-    paths["html"] = html
+    paths["html"] = write_text(run_dir / "report.html", render_html(result, paths, examples), "report")
     return paths
 
 
@@ -94,8 +96,6 @@ def write_outputs(
         results = [results]
     if not isinstance(results, EvaluationResult):
         results = summarize(list(results))
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    json_path = run_dir / RESULTS_JSON
-    json_path.write_text(results.model_dump_json(indent=1), encoding="utf-8")
+    run_dir = make_dir(run_dir, "evaluation output folder")
+    json_path = write_text(run_dir / RESULTS_JSON, results.model_dump_json(indent=1), "results file")
     return {"json": json_path, **draw(results, run_dir, examples)}

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from polyalign import models
 from polyalign.errors import ConfigError
 from polyalign.evaluation.config import EvalConfig
 from polyalign.evaluation.grid import Weighting
 from polyalign.evaluation.judge import JudgeModel, load_judge
 from polyalign.evaluation.methods import build_method
 from polyalign.evaluation.outputs import check_run_dir, draw, write_outputs
+from polyalign.evaluation.preflight import check_before_run
 from polyalign.evaluation.results import EvaluationResult
 from polyalign.evaluation.summary import judge_counts, summarize
 from polyalign.evaluation.sweep import ObjectiveSetLike, run_sweep
@@ -43,22 +45,24 @@ def evaluate(
     if existing is not None:
         return existing, {"json": run_dir / "results.json", **draw(existing, run_dir, config.examples)}
 
+    check_before_run(config, check_judge_model=judge is None)
     prompts = config.load_prompts()
     objectives = objectives if objectives is not None else build_objectives(config.objectives)
     names = list(objectives.names)
     sweeps = []
     for mc in config.methods:
-        method = build_method(mc.kind, mc.name, names, mc.params)
-        weightings = config.weightings(names, mc.alphas)
-        if method.single_point:
-            weightings = [Weighting(tuple(1.0 / len(names) for _ in names), mc.alphas[0])]
-        sweeps.append(run_sweep(
-            method.policy, prompts, weightings, objectives, config=config.generation, progress=progress,
-            name=mc.name, value_alpha=config.value_alpha, batch_size=config.batch_size,
-            score_batch_size=config.score_batch_size, n_bootstrap=config.n_bootstrap,
-            single_point=method.single_point,
-        ))
-        del method
+        with models.scope():  # each method's models are freed before the next method loads its own
+            method = build_method(mc.kind, mc.name, names, mc.params)
+            weightings = config.weightings(names, mc.alphas)
+            if method.single_point:
+                weightings = [Weighting(tuple(1.0 / len(names) for _ in names), mc.alphas[0])]
+            sweeps.append(run_sweep(
+                method.policy, prompts, weightings, objectives, config=config.generation, progress=progress,
+                name=mc.name, value_alpha=config.value_alpha, batch_size=config.batch_size,
+                score_batch_size=config.score_batch_size, n_bootstrap=config.n_bootstrap,
+                single_point=method.single_point,
+            ))
+            del method
     result = summarize(sweeps, config.reference_point, config.baseline_name)
     result.config = config.model_dump(mode="json")
     result.config_hash = config_hash

@@ -37,22 +37,28 @@ class RowError(ObjectiveError):
         return RowError(self.template, self.row + offset)
 
 
-def check_scores(name: str, values: object, n: int) -> torch.Tensor:
-    """Validate an objective's output: ``n`` finite numbers, returned as contiguous float32 ``[n]`` on the CPU."""
+def check_scores(name: str, values: object, n: int, source: str | None = None) -> torch.Tensor:
+    """Validate an objective's output: ``n`` finite numbers, returned as contiguous float32 ``[n]`` on the CPU.
+
+    ``source`` (e.g. the spec and the user function) is appended to the error message.
+    """
+    where = f" ({source})" if source else ""
     try:
         scores = torch.as_tensor(values).detach().to("cpu", torch.float32)
     except (TypeError, ValueError, RuntimeError) as exc:
         raise ObjectiveError(
-            f"objective {name!r} returned {type(values).__name__}, not a sequence of numbers ({exc})"
+            f"objective {name!r} returned {type(values).__name__}, not a sequence of numbers ({exc}){where}"
         ) from None
     if scores.shape != (n,):
         raise ObjectiveError(
-            f"objective {name!r} returned shape {tuple(scores.shape)}; expected ({n},): one score per response"
+            f"objective {name!r} returned shape {tuple(scores.shape)}; expected ({n},): one score per response{where}"
         )
     bad = (~torch.isfinite(scores)).nonzero()
     if len(bad):
         row = int(bad[0])
-        raise RowError(f"objective {name!r} returned {scores[row].item()} for row {{row}}; scores must be finite", row)
+        escaped = where.replace("{", "{{").replace("}", "}}")
+        raise RowError(f"objective {name!r} returned {scores[row].item()} for row {{row}}; scores must be finite"
+                       f"{escaped}", row)
     return scores.contiguous()
 
 
@@ -129,8 +135,8 @@ class ObjectiveSet:
                     try:
                         raw = objective.score(list(prompts[start:stop]), list(responses[start:stop]), batch_refs)
                         column.append(check_scores(objective.name, raw, stop - start))
-                    except RowError as exc:
-                        raise exc.shifted(start) from None
+                    except RowError as exc:  # keep the user's exception, if any, for debugging
+                        raise exc.shifted(start) from exc.__cause__
                 advance(stop - start)
         if n == 0:
             return torch.empty(0, len(self), dtype=torch.float32)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import sys
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ from pathlib import Path
 import torch
 
 from polyalign.errors import ConfigError
+from polyalign.files import check_output_file, read_text, write_text
 
 
 @dataclass
@@ -25,15 +27,10 @@ class Rows:
     records: list[dict]
 
 
-def read_jsonl(path: str | Path) -> Rows:
+def read_jsonl(path: str | Path, what: str = "input file") -> Rows:
     """Rows with string ``prompt`` and ``response`` and an optional string ``reference``; blank lines skipped."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"input file {str(path)!r} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read input file {str(path)!r}: {exc}") from None
+    text = read_text(path, what)
     records, lines = [], []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -54,7 +51,7 @@ def read_jsonl(path: str | Path) -> Rows:
         records.append(record)
         lines.append(number)
     if not records:
-        raise ConfigError(f"input file {str(path)!r} has no rows; expected JSON lines with 'prompt' and 'response'")
+        raise ConfigError(f"{what} {str(path)!r} has no rows; expected JSON lines with 'prompt' and 'response'")
     has_reference = any("reference" in record for record in records)
     return Rows(
         prompts=[record["prompt"] for record in records],
@@ -65,31 +62,31 @@ def read_jsonl(path: str | Path) -> Rows:
     )
 
 
-def check_output(path: str | Path | None) -> None:
-    """Fail before scoring, not after, on an output path of an unknown format."""
-    if path is not None and Path(path).suffix.lower() not in (".jsonl", ".csv"):
-        raise ConfigError(f"output {str(path)!r} must end in .jsonl or .csv")
+def check_output(path: str | Path | None, what: str = "scores output") -> None:
+    """Fail before scoring, not after, on an output path of an unknown format or one that cannot be written."""
+    if path is None:
+        return
+    if Path(path).suffix.lower() not in (".jsonl", ".csv"):
+        raise ConfigError(f"{what} {str(path)!r} must end in .jsonl or .csv")
+    check_output_file(path, what)
 
 
 def write_scores(path: str | Path | None, rows: Rows, names: Sequence[str], scores: torch.Tensor) -> None:
     """JSONL (each input row plus ``"scores": {name: value}``) or, for a ``.csv`` path, one column per field."""
     values = scores.tolist()
     check_output(path)
-    if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-    if path is not None and path.suffix.lower() == ".csv":
+    if path is not None and Path(path).suffix.lower() == ".csv":
         fields = ["line", "prompt", "response"] + (["reference"] if rows.references is not None else [])
-        with open(path, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(fields + list(names))
-            for line, record, row in zip(rows.lines, rows.records, values, strict=True):
-                writer.writerow([line] + [record.get(f, "") for f in fields[1:]] + row)
+        buffer = io.StringIO(newline="")
+        writer = csv.writer(buffer)
+        writer.writerow(fields + list(names))
+        for line, record, row in zip(rows.lines, rows.records, values, strict=True):
+            writer.writerow([line] + [record.get(f, "") for f in fields[1:]] + row)
+        write_text(path, buffer.getvalue(), "scores output")
         return
-    out = sys.stdout if path is None else open(path, "w", encoding="utf-8")
-    try:
-        for record, row in zip(rows.records, values, strict=True):
-            out.write(json.dumps({**record, "scores": dict(zip(names, row, strict=True))}, ensure_ascii=False) + "\n")
-    finally:
-        if out is not sys.stdout:
-            out.close()
+    lines = [json.dumps({**record, "scores": dict(zip(names, row, strict=True))}, ensure_ascii=False) + "\n"
+             for record, row in zip(rows.records, values, strict=True)]
+    if path is None:
+        sys.stdout.write("".join(lines))
+    else:
+        write_text(path, "".join(lines), "scores output")

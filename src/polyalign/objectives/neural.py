@@ -68,7 +68,9 @@ class Classifier:
                  premise: Literal["prompt", "reference"] = "prompt", device: str = "auto", dtype: str = "auto",
                  max_length: int = 512, trust_remote_code: bool = False, revision: str | None = None,
                  name: str = "hf"):
-        self.model, self.tokenizer = load_model("classifier", model, device, dtype, trust_remote_code, revision)
+        # Left truncation keeps the end of a too-long response; the tokenizer is this setting's own, not mutated.
+        self.model, self.tokenizer = load_model("classifier", model, device, dtype, trust_remote_code, revision,
+                                                truncation_side="left")
         self.name, self.higher_is_better = name, True
         self.index = self._label_index(model, label)
         self.output = ("logit" if self.model.config.num_labels == 1 else "prob") if output == "auto" else output
@@ -77,7 +79,6 @@ class Classifier:
             raise ObjectiveError(f"objective {name!r}: chat_template=true but the tokenizer of {model!r} has none")
         self.chat = has_template if chat_template is None else chat_template
         self.premise, self.max_length = premise, input_limit(self.model, self.tokenizer, max_length)
-        self.tokenizer.truncation_side = "left"  # when too long, keep the end of the response
 
     def _label_index(self, model: str, label: str | None) -> int:
         id2label = {int(i): str(v) for i, v in self.model.config.id2label.items()}

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from polyalign.errors import ConfigError, ObjectiveError
+from polyalign.errors import ConfigError, FileError, ObjectiveError
+from polyalign.files import read_json, write_text
 from polyalign.objectives.base import Objective, ObjectiveSet, check_scores
 
 FORMAT = "polyalign.normalizer/1"
@@ -181,21 +182,16 @@ class Normalizer:
         return cls(ranges, {e.name: e.spec for e in parsed.objectives}, {e.name: e.source for e in parsed.objectives})
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
+        return write_text(path, json.dumps(self.to_dict(), indent=2) + "\n", "normalizer file")
 
     @classmethod
     def load(cls, path: str | Path) -> Normalizer:
-        path = Path(path)
         try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"normalizer file {str(path)!r} does not exist") from None
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"normalizer file {str(path)!r} is not valid JSON ({exc})") from None
-        return cls.from_dict(data)
+            return cls.from_dict(read_json(path, "normalizer file"))
+        except ConfigError as exc:
+            if isinstance(exc, FileError):
+                raise
+            raise ConfigError(f"normalizer file {str(Path(path))!r}: {exc}") from None
 
 
 def normalize_scores(scores: torch.Tensor, names: Sequence[str], normalizer: Normalizer) -> torch.Tensor:

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from polyalign.errors import ConfigError, ObjectiveError
+from polyalign.files import check_output_file
 from polyalign.objectives.base import ObjectiveSet, RowError
 from polyalign.objectives.io import Rows, check_output, read_jsonl, write_scores
 from polyalign.objectives.normalize import Normalizer
@@ -19,7 +20,7 @@ def score_rows(objectives: ObjectiveSet, rows: Rows, batch_size: int = 32, progr
     try:
         return objectives.score(rows.prompts, rows.responses, rows.references, batch_size, progress)
     except RowError as exc:
-        raise ObjectiveError(f"{exc} (input line {rows.lines[exc.row]})") from None
+        raise ObjectiveError(f"{exc} (input line {rows.lines[exc.row]})") from exc.__cause__
 
 
 def score_file(
@@ -39,18 +40,22 @@ def score_file(
         raise ConfigError("give a saved normalizer or a calibration file, not both")
     if save_normalizer is not None and calibrate is None:
         raise ConfigError("saving a normalizer needs a calibration file of reference-policy responses")
+    # Everything that can fail without scoring fails first: outputs, inputs, the saved normalizer, the specs.
     check_output(output)
-    objectives = build(list(specs))
+    if save_normalizer is not None:
+        check_output_file(save_normalizer, "normalizer file (--save-normalizer)")
     rows = read_jsonl(input)
-    if calibrate is not None:
-        reference = read_jsonl(calibrate)
+    reference = read_jsonl(calibrate, "calibration file") if calibrate is not None else None
+    saved = Normalizer.load(normalizer) if normalizer is not None else None
+    objectives = build(list(specs))
+    if reference is not None:
         fitted = Normalizer.calibrate(objectives, score_rows(objectives, reference, batch_size, progress),
                                       *percentiles)
         if save_normalizer is not None:
             fitted.save(save_normalizer)
         objectives = fitted.apply(objectives)
-    elif normalizer is not None:
-        objectives = Normalizer.load(normalizer).apply(objectives)
+    elif saved is not None:
+        objectives = saved.apply(objectives)
     scores = score_rows(objectives, rows, batch_size, progress)
     write_scores(output, rows, objectives.names, scores)
     return objectives, scores

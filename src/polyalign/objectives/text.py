@@ -10,12 +10,12 @@ import os
 import re
 from collections.abc import Sequence
 from importlib import resources
-from pathlib import Path
 from typing import Literal
 
 import torch
 
-from polyalign.errors import ObjectiveError
+from polyalign.errors import FileError, ObjectiveError
+from polyalign.files import read_text
 from polyalign.models import cache_dir
 from polyalign.objectives.base import RowError
 
@@ -176,11 +176,13 @@ class Rouge:
 @functools.cache
 def load_lexicon(path: str | None = None) -> tuple[frozenset[tuple[str, ...]], int]:
     """Entries (as word tuples) and the longest entry's word count; one entry a line, ``#`` comments."""
-    try:
-        text = (Path(path).read_text(encoding="utf-8") if path is not None
-                else resources.files("polyalign.objectives.data").joinpath("profanity.txt").read_text("utf-8"))
-    except OSError as exc:
-        raise ObjectiveError(f"cannot read lexicon {path!r}: {exc.strerror}") from None
+    if path is None:
+        text = resources.files("polyalign.objectives.data").joinpath("profanity.txt").read_text("utf-8")
+    else:
+        try:
+            text = read_text(path, "lexicon file")
+        except FileError as exc:
+            raise ObjectiveError(f"cannot read lexicon: {exc}") from None
     entries = {tuple(_WORD.findall(line.split("#", 1)[0].lower())) for line in text.splitlines()}
     entries.discard(())
     if not entries:

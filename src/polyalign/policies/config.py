@@ -208,13 +208,6 @@ def parse_policy(data: Any, source: str = "policy") -> PolicyConfig | PythonConf
 
 def load_policy(path: str | Path) -> PolicyConfig | PythonConfig:
     """A policy config from a YAML file."""
-    import yaml
+    from polyalign.files import read_yaml
 
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"policy file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"policy file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    return parse_policy(data, str(path))
+    return parse_policy(read_yaml(Path(path), "policy file"), str(path))
