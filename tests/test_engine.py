@@ -60,6 +60,24 @@ def test_interleaved_sessions_equal_the_same_generations_run_alone(policy_name, 
     assert [d.text for d in first.drafts] == [g.text for g in alone_1]
 
 
+@pytest.mark.parametrize("strategy", ["greedy", "sample"])
+def test_rows_that_join_a_running_session_decode_as_they_would_alone(mod, tiny_models, tiny_adapters, strategy):
+    base = str(tiny_models[0])
+    lora = MOD([Expert(base, adapter=str(a)) for a in tiny_adapters], Expert(base))
+    for policy in (mod, lora):
+        config = GenerationConfig(max_new_tokens=9, strategy=strategy, seed=4, repetition_penalty=1.3)
+        first = policy.generate(PROMPTS[0], [0.3, 0.7], config=config)
+        late = policy.generate(PROMPTS[1:], [[0.9, 0.1], [1.5, -0.5]], config=config.model_copy(update={"seed": 8}))
+        session = policy.start(PROMPTS[0], [0.3, 0.7], config=config)
+        for _ in range(3):
+            session.step()
+        rows = policy.join(session, PROMPTS[1:], [[0.9, 0.1], [1.5, -0.5]], seed=8)  # shorter and longer prompts
+        assert rows == [1, 2]
+        while not session.done:
+            session.step()
+        assert [d.ids for d in session.drafts] == ids(first) + ids(late)
+
+
 def test_rows_that_finish_leave_the_batch_and_the_caches_and_the_others_are_unchanged(mod):
     config = GenerationConfig(max_new_tokens=10)
     alone = mod.generate(PROMPTS, [0.5, 0.5], config=config)

@@ -243,31 +243,55 @@ class DecodeSession:
         bank = steering.bank
         self.steering, self.config, self.bank = steering, config, bank
         self.seed = config.seed if config.seed is not None else secrets.randbits(63)
-        self.state, logprobs = bank.start(prompts, config.max_new_tokens)
-        expand = torch.arange(len(prompts), device=bank.device).repeat_interleave(config.n)
-        if config.n > 1:
-            self.state.select(expand)
-            logprobs = logprobs[:, expand]
-        self.logprobs = logprobs
-        self.weights = steering.weights.to(bank.device)[expand]
-        self.prompt_ids = list(self.state.prompt_ids)
-        sample = config.strategy == "sample"
-        self.rows = [
-            _Row(i, Draft(), Detokenizer(bank.tokenizer),
-                 torch.Generator(device=bank.device).manual_seed(row_seed(self.seed, i // config.n, i % config.n))
-                 if sample else None)
-            for i in range(len(expand))
-        ]
-        self.drafts = [r.draft for r in self.rows]
-        self.lengths = torch.zeros(len(self.rows), dtype=torch.long, device=bank.device)
-        self.seen = None
-        if config.repetition_penalty != 1.0:
-            self.seen = torch.zeros(len(self.rows), bank.vocab_size, dtype=torch.bool, device=bank.device)
-            for j, ids in enumerate(self.prompt_ids):
-                self.seen[j, [t for t in ids if t < bank.vocab_size]] = True
         self.constraints = constraints(config, bank.eos_ids)
-        self.warpers = warpers(config) if sample else None
+        self.warpers = warpers(config) if config.strategy == "sample" else None
         self.finisher = _Finisher(config, bank.tokenizer, bank.eos_ids)
+        self.rows: list[_Row] = []
+        self.drafts: list[Draft] = []
+        self.prompt_ids: list[list[int]] = []
+        self._prompts = 0
+        self.state = None
+        self.add(prompts, steering.weights)
+
+    def add(self, prompts: Sequence[str], weights: torch.Tensor, seed: int | None = None) -> list[int]:
+        """Rows for more prompts (``n`` each, with the head's weights ``[len(prompts), M]``) join at the next step:
+        continuous batching. Returns their row indices (``drafts[i]``). With ``seed`` their sampling is seeded as a
+        generation of these prompts alone with that seed; without, they continue the session's own seed."""
+        bank, n = self.bank, self.config.n
+        state, logprobs = bank.start(prompts, self.config.max_new_tokens)
+        expand = torch.arange(len(prompts), device=bank.device).repeat_interleave(n)
+        if n > 1:
+            state.select(expand)
+            logprobs = logprobs[:, expand]
+        weights = weights.to(bank.device)[expand]
+        first, offset = len(self.drafts), (self._prompts if seed is None else 0)
+        new = [_Row(first + j, Draft(), Detokenizer(bank.tokenizer),
+                    self._generator(self.seed if seed is None else seed, offset + j // n, j % n))
+               for j in range(len(expand))]
+        seen = None
+        if self.config.repetition_penalty != 1.0:
+            seen = torch.zeros(len(new), bank.vocab_size, dtype=torch.bool, device=bank.device)
+            for j, ids in enumerate(state.prompt_ids):
+                seen[j, [t for t in ids if t < bank.vocab_size]] = True
+        lengths = torch.zeros(len(new), dtype=torch.long, device=bank.device)
+        self.prompt_ids += list(state.prompt_ids)
+        self.drafts += [r.draft for r in new]
+        self._prompts += len(prompts)
+        if self.state is None or not self.rows:
+            self.state, self.logprobs, self.weights, self.lengths, self.seen = state, logprobs, weights, lengths, seen
+        else:
+            self.state.extend(state)
+            self.logprobs = torch.cat([self.logprobs, logprobs], dim=1)
+            self.weights = torch.cat([self.weights, weights])
+            self.lengths = torch.cat([self.lengths, lengths])
+            self.seen = None if seen is None else torch.cat([self.seen, seen])
+        self.rows += new
+        return [r.index for r in new]
+
+    def _generator(self, seed: int, prompt_index: int, sample: int) -> torch.Generator | None:
+        if self.warpers is None:
+            return None
+        return torch.Generator(device=self.bank.device).manual_seed(row_seed(seed, prompt_index, sample))
 
     @property
     def done(self) -> bool:

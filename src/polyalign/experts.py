@@ -186,6 +186,37 @@ class BankState:
             st.batch = len(index)
         self.prompt_ids = [self.prompt_ids[i] for i in index.tolist()]
 
+    @torch.inference_mode()
+    def extend(self, other: BankState) -> None:
+        """Append ``other``'s rows (e.g. a new request prefilled by :meth:`ModelBank.start`) after this state's:
+        rows join a running generation at a step boundary. The shorter caches are padded on the left, masked."""
+        for g, st, new in zip(self.bank.groups, self.groups, other.groups, strict=True):
+            roles, width = len(g.slots), max(st.mask.shape[1], new.mask.shape[1])
+            for mine, theirs in zip(st.cache.layers, new.cache.layers, strict=True):
+                if type(mine).__name__ != "DynamicLayer" or mine.is_sliding:
+                    raise ConfigError(f"rows cannot join a running generation of {g.loaded.name!r}: its cache "
+                                      f"({type(mine).__name__}) has no room for left padding")
+                mine.keys = _join_rows(mine.keys, theirs.keys, roles, width, dim=2)
+                mine.values = _join_rows(mine.values, theirs.values, roles, width, dim=2)
+            st.mask = _join_rows(st.mask, new.mask, roles, width, dim=1)
+            st.positions = _join_rows(st.positions, new.positions, roles)
+            adapters = [st.row_adapters[k * st.batch:(k + 1) * st.batch] + new.row_adapters[k * new.batch:
+                                                                                            (k + 1) * new.batch]
+                        for k in range(roles)]
+            st.row_adapters = [a for per_role in adapters for a in per_role]
+            st.batch += new.batch
+        self.prompt_ids += other.prompt_ids
+
+
+def _join_rows(a: torch.Tensor, b: torch.Tensor, roles: int, width: int | None = None, dim: int = 1) -> torch.Tensor:
+    """Rows ``[roles * Ba, ...]`` and ``[roles * Bb, ...]`` as ``[roles * (Ba + Bb), ...]``, role-major, with the
+    time dimension ``dim`` zero-padded on the left to ``width``."""
+    if width is not None:
+        a, b = (torch.nn.functional.pad(x.movedim(dim, -1), (width - x.shape[dim], 0)).movedim(-1, dim)
+                for x in (a, b))
+    joined = torch.cat([a.reshape(roles, -1, *a.shape[1:]), b.reshape(roles, -1, *b.shape[1:])], dim=1)
+    return joined.reshape(-1, *a.shape[1:])
+
 
 class ModelBank:
     """The weights of a list of roles (e.g. a reference and M experts), with batched cached next-token
