@@ -9,7 +9,8 @@ from polyalign.weights import check_weights
 
 
 class ToyPolicy:
-    """Writes ``round(10 w_0)`` times "good" then ``round(10 w_1)`` times "long"; KL grows with |w_0 - 0.5|.
+    """Writes ``round(10 w_pos)`` times "good" then ``round(10 w_long)`` times "long" (by objective name, else by
+    position); KL grows with |w_0 - 0.5|.
 
     Counts its generate calls, and records the configs it was given.
     """
@@ -27,7 +28,9 @@ class ToyPolicy:
         self.configs.append(config)
         out = []
         for i, (prompt, row) in enumerate(zip(prompts, w.tolist(), strict=True)):
-            words = ["good"] * max(0, round(10 * row[0])) + ["long"] * max(0, round(10 * row[1])) + [f"p{i}"]
+            by_name = dict(zip(self.objectives, row, strict=True))
+            good, long = (by_name["pos"], by_name["long"]) if {"pos", "long"} <= set(by_name) else row[:2]
+            words = ["good"] * max(0, round(10 * good)) + ["long"] * max(0, round(10 * long)) + [f"p{i}"]
             n = len(words)
             logprobs = [-1.0] * n
             ref = [-1.0 - abs(row[0] - 0.5) - 0.01 * i] * n

@@ -49,6 +49,30 @@ def test_run_sweep_records_means_cis_kl_and_values():
     assert set(sweep.timings) == {"generation", "scoring", "summary"}
 
 
+def test_weightings_outside_a_policys_domain_are_skipped_and_reported(tmp_path):
+    from polyalign.evaluation.grid import line_grid
+    from polyalign.weights import SIMPLEX
+
+    policy = ToyPolicy()
+    policy.weight_domain = SIMPLEX
+    grid = simplex_grid(2, 3) + line_grid((-1, 2), (2, -1), 4)  # the line leaves the simplex at both ends
+    sweep = run_sweep(policy, PROMPTS, grid, ToyObjectives(), progress=False, name="simplex-only")
+    assert {p.label for p in sweep.points} == {"w=(0,1)", "w=(0.5,0.5)", "w=(1,0)"}
+    assert set(sweep.skipped) == {"w=(-1,2)", "w=(2,-1)"} and "simplex" in sweep.skipped["w=(-1,2)"]
+    html = write_outputs(summarize([sweep], None, "simplex-only"), tmp_path)["html"].read_text()
+    assert "outside this method&#x27;s weight domain" in html and "w=(-1,2)" in html
+    with pytest.raises(WeightsError, match="no weighting of the grid lies in the policy's domain"):
+        run_sweep(policy, PROMPTS, [[2.0, -1.0]], ToyObjectives(), progress=False)
+
+
+def test_weights_are_matched_to_objectives_by_name():
+    policy = ToyPolicy(objectives=("long", "pos"))  # the scored objectives are (pos, long)
+    sweep = run_sweep(policy, PROMPTS, [[1.0, 0.0]], ToyObjectives(), progress=False)
+    assert sweep.points[0].mean == pytest.approx([1.0, 0.0])  # all weight on "pos" reached the policy's "pos"
+    with pytest.raises(WeightsError, match="matched by name"):
+        run_sweep(ToyPolicy(objectives=("pos", "other")), PROMPTS, [[1.0, 0.0]], ToyObjectives(), progress=False)
+
+
 def test_run_sweep_without_kl_and_alpha_sweep():
     sweep = run_sweep(ToyPolicy(kl=False), PROMPTS, [[0.5, 0.5]], ToyObjectives(), progress=False, value_alpha=0.0)
     assert sweep.points[0].kl is None and sweep.points[0].value == pytest.approx(sweep.points[0].mean)
