@@ -60,7 +60,7 @@ def test_weightings_outside_a_policys_domain_are_skipped_and_reported(tmp_path):
     assert {p.label for p in sweep.points} == {"w=(0,1)", "w=(0.5,0.5)", "w=(1,0)"}
     assert set(sweep.skipped) == {"w=(-1,2)", "w=(2,-1)"} and "simplex" in sweep.skipped["w=(-1,2)"]
     html = write_outputs(summarize([sweep], None, "simplex-only"), tmp_path)["html"].read_text()
-    assert "outside this method&#x27;s weight domain" in html and "w=(-1,2)" in html
+    assert "outside this method's weight domain" in html and "w=(-1,2)" in html
     with pytest.raises(WeightsError, match="no weighting of the grid lies in the policy's domain"):
         run_sweep(policy, PROMPTS, [[2.0, -1.0]], ToyObjectives(), progress=False)
 
