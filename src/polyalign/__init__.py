@@ -6,8 +6,8 @@ from polyalign.errors import PolyalignError
 from polyalign.interface import Generation, GenerationConfig, SteerablePolicy
 
 __version__ = "0.1.0"
-__all__ = ["MOD", "DeRa", "Expert", "Generation", "GenerationConfig", "PolyalignError", "SteerablePolicy", "__version__",
-           "Plain", "combine_logprobs", "divergences"]
+__all__ = ["MOD", "DeRa", "Expert", "Generation", "GenerationConfig", "Plain", "PolyalignError", "SteerablePolicy",
+           "__version__", "combine_logprobs", "divergences"]
 
 _LAZY = {"MOD": "polyalign.policies", "DeRa": "polyalign.policies", "Plain": "polyalign.policies",
          "Expert": "polyalign.experts"}  # these import transformers: load on use
