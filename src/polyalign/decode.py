@@ -127,6 +127,24 @@ def constraints(config: GenerationConfig, eos_ids: Sequence[int]) -> list[Proces
     return out
 
 
+def policy_scores(steering: Steering, processors: Sequence[Processor], ctx: StepContext
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The policy's own log-probs (the head's output) and the scores decoding picks from (after the constraints)."""
+    policy = steering.head(None, ctx)
+    scores = policy
+    for processor in processors:
+        scores = processor(scores, ctx)
+    return policy, scores
+
+
+def seen_tokens(prompt_ids: Sequence[Sequence[int]], vocab: int, device: torch.device) -> torch.Tensor:
+    """The repetition penalty's ``[B, V]`` mask of the tokens in each row's prompt."""
+    seen = torch.zeros(len(prompt_ids), vocab, dtype=torch.bool, device=device)
+    for j, ids in enumerate(prompt_ids):
+        seen[j, [t for t in ids if t < vocab]] = True
+    return seen
+
+
 def warpers(config: GenerationConfig) -> LogitsProcessorList:
     """transformers' sampling warpers, applied after combining."""
     out = LogitsProcessorList()
@@ -185,8 +203,8 @@ class Draft:
 class _Finisher:
     """Appends tokens to drafts, keeps their text and decides why (and whether) each one stops."""
 
-    def __init__(self, config: GenerationConfig, tokenizer, eos_ids: set[int]) -> None:
-        self.config, self.tokenizer = config, tokenizer
+    def __init__(self, config: GenerationConfig, eos_ids: set[int]) -> None:
+        self.config = config
         self.eos_ids, self.stop_ids = eos_ids, set(config.stop_token_ids)
 
     def add(self, draft: Draft, detok: Detokenizer, token: int, logprob: float, ref: float | None) -> None:
@@ -244,8 +262,9 @@ class DecodeSession:
         self.steering, self.config, self.bank = steering, config, bank
         self.seed = config.seed if config.seed is not None else secrets.randbits(63)
         self.constraints = constraints(config, bank.eos_ids)
+        self.constraints_penalise = config.repetition_penalty != 1.0
         self.warpers = warpers(config) if config.strategy == "sample" else None
-        self.finisher = _Finisher(config, bank.tokenizer, bank.eos_ids)
+        self.finisher = _Finisher(config, bank.eos_ids)
         self.rows: list[_Row] = []
         self.drafts: list[Draft] = []
         self.prompt_ids: list[list[int]] = []
@@ -268,11 +287,7 @@ class DecodeSession:
         new = [_Row(first + j, Draft(), Detokenizer(bank.tokenizer),
                     self._generator(self.seed if seed is None else seed, offset + j // n, j % n))
                for j in range(len(expand))]
-        seen = None
-        if self.config.repetition_penalty != 1.0:
-            seen = torch.zeros(len(new), bank.vocab_size, dtype=torch.bool, device=bank.device)
-            for j, ids in enumerate(state.prompt_ids):
-                seen[j, [t for t in ids if t < bank.vocab_size]] = True
+        seen = seen_tokens(state.prompt_ids, bank.vocab_size, bank.device) if self.constraints_penalise else None
         lengths = torch.zeros(len(new), dtype=torch.long, device=bank.device)
         self.prompt_ids += list(state.prompt_ids)
         self.drafts += [r.draft for r in new]
@@ -305,10 +320,7 @@ class DecodeSession:
     def step(self) -> list[TokenEvent]:
         """Pick one token for every live row; return their events. Finished rows leave the session."""
         ctx = StepContext(self.logprobs, self.weights, self.lengths, self.seen)
-        policy = self.steering.head(None, ctx)
-        scores = policy
-        for processor in self.constraints:
-            scores = processor(scores, ctx)
+        policy, scores = policy_scores(self.steering, self.constraints, ctx)
         if self.warpers is not None:
             probs = torch.softmax(self.warpers(None, scores), dim=-1)
             tokens = torch.cat([torch.multinomial(probs[j], 1, generator=r.generator)
@@ -335,7 +347,7 @@ class DecodeSession:
         if self.rows:
             tokens = tokens[keep] if len(keep) < len(tokens) else tokens
             if self.seen is not None:
-                self.seen[torch.arange(len(tokens)), tokens] = True
+                self.seen[torch.arange(len(tokens), device=tokens.device), tokens] = True
             self.lengths = self.lengths + 1
             self.logprobs = self.state.step(tokens)
         return events
@@ -398,28 +410,17 @@ def beam_search(steering: Steering, prompts: Sequence[str], config: GenerationCo
     index = torch.arange(n, device=bank.device).repeat_interleave(beams)
     state.select(index)
     logprobs, weights = logprobs[:, index], steering.weights.to(bank.device)[index]
-    finisher = _Finisher(config, bank.tokenizer, bank.eos_ids)
+    finisher = _Finisher(config, bank.eos_ids)
     procs = constraints(config, bank.eos_ids)
-    seen = None
-    if config.repetition_penalty != 1.0:
-        seen = torch.zeros(n * beams, vocab, dtype=torch.bool, device=bank.device)
-        for j, ids in enumerate(state.prompt_ids):
-            seen[j, [t for t in ids if t < vocab]] = True
+    seen = seen_tokens(state.prompt_ids, vocab, bank.device) if config.repetition_penalty != 1.0 else None
     start = _Beam(Draft(), Detokenizer(bank.tokenizer), 0.0)
     live = {b: [start] + [_Beam(start.draft, start.detok, -float("inf")) for _ in range(beams - 1)] for b in range(n)}
     done: dict[int, list[tuple[float, Draft]]] = {b: [] for b in range(n)}
     running = list(range(n))  # prompts still searching, in row-block order
 
-    def normalised(score: float, length: int) -> float:
-        return score / length ** lp
-
     for step in range(cfg.max_new_tokens):
         lengths = torch.full((len(running) * beams,), step, device=bank.device)
-        ctx = StepContext(logprobs, weights, lengths, seen)
-        policy = steering.head(None, ctx)
-        scores = policy
-        for processor in procs:
-            scores = processor(scores, ctx)
+        policy, scores = policy_scores(steering, procs, StepContext(logprobs, weights, lengths, seen))
         beam_scores = torch.tensor([bm.score for b in running for bm in live[b]], dtype=torch.float64,
                                    device=bank.device)
         total = (beam_scores[:, None] + scores.double()).view(len(running), beams * vocab)
@@ -432,22 +433,11 @@ def beam_search(steering: Steering, prompts: Sequence[str], config: GenerationCo
         host = torch.stack(picked).tolist()
         origin, next_tokens, still = [], [], []
         for k, b in enumerate(running):
-            chosen: list[tuple[int, _Beam]] = []
-            for rank, (score, flat, logprob) in enumerate(zip(host[0][k], host[1][k], host[2][k], strict=True)):
-                if score == -float("inf"):
-                    break
-                beam, token = divmod(int(flat), vocab)
-                ref = host[3][k][rank] if steering.reference is not None else None
-                candidate = live[b][beam].extended(finisher, token, logprob, ref, score)
-                if candidate.draft.finish_reason in ("eos", "stop"):
-                    if rank < beams:  # as transformers: only a top-num_beams candidate may end a hypothesis
-                        _add_done(done[b], beams, normalised(score, len(candidate.draft.ids)), candidate.draft)
-                else:
-                    chosen.append((beam, candidate))
-                if len(chosen) == beams:
-                    break
-            best_live = chosen[0][1].score if chosen else -float("inf")
-            if _prompt_done(done[b], beams, best_live, step + 1, cfg.max_new_tokens, lp):
+            refs = host[3][k] if steering.reference is not None else [None] * len(host[0][k])
+            candidates = list(zip(host[0][k], host[1][k], host[2][k], refs, strict=True))
+            chosen = _choose(live[b], done[b], finisher, beams, vocab, lp, candidates)
+            if _prompt_done(done[b], beams, chosen[0][1].score if chosen else -float("inf"), step + 1,
+                            cfg.max_new_tokens, lp):
                 continue
             while len(chosen) < beams:  # tiny vocabularies: pad with dead beams
                 chosen.append((0, _Beam(start.draft, start.detok, -float("inf"))))
@@ -464,15 +454,35 @@ def beam_search(steering: Steering, prompts: Sequence[str], config: GenerationCo
         token_tensor = torch.tensor(next_tokens, device=bank.device)
         if seen is not None:
             seen = seen[index]
-            seen[torch.arange(len(index)), token_tensor] = True
+            seen[torch.arange(len(index), device=index.device), token_tensor] = True
         running = still
         logprobs = state.step(token_tensor)
     for b in running:  # out of length: live beams end here
         for bm in live[b]:
             if bm.score > -float("inf") and bm.draft.ids:
                 bm.draft.finish_reason = bm.draft.finish_reason or "length"
-                _add_done(done[b], beams, normalised(bm.score, len(bm.draft.ids)), bm.draft)
+                _add_done(done[b], beams, bm.score / len(bm.draft.ids) ** lp, bm.draft)
     return [[d for _, d in sorted(done[b], key=lambda pair: -pair[0])[: cfg.n]] for b in range(n)], prompt_ids
+
+
+def _choose(live: list[_Beam], done: list[tuple[float, Draft]], finisher: _Finisher, beams: int, vocab: int,
+            lp: float, candidates: list[tuple[float, float, float, float | None]]) -> list[tuple[int, _Beam]]:
+    """One prompt's next beams from its best candidates ``(score, flat id, log-prob, ref log-prob)``, best first;
+    candidates that end (EOS, stop) go to ``done`` instead, as in transformers only from the top ``beams``."""
+    chosen: list[tuple[int, _Beam]] = []
+    for rank, (score, flat, logprob, ref) in enumerate(candidates):
+        if score == -float("inf"):
+            break
+        beam, token = divmod(int(flat), vocab)
+        candidate = live[beam].extended(finisher, token, logprob, ref, score)
+        if candidate.draft.finish_reason in ("eos", "stop"):
+            if rank < beams:
+                _add_done(done, beams, score / len(candidate.draft.ids) ** lp, candidate.draft)
+        else:
+            chosen.append((beam, candidate))
+        if len(chosen) == beams:
+            break
+    return chosen
 
 
 def _add_done(done: list[tuple[float, Draft]], beams: int, score: float, draft: Draft) -> None:
