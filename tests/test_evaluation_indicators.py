@@ -131,7 +131,7 @@ def test_grid_errors():
         build_weightings(["a", "b", "c"], [(0.5, 0.5)])
     with pytest.raises(ConfigError, match="empty"):
         build_weightings(["a", "b"], [])
-    with pytest.raises(WeightsError, match="all zero"):
+    with pytest.raises(WeightsError, match="all weights are zero"):
         build_weightings(["a", "b"], [(0, 0)])
     with pytest.raises(ConfigError, match="held out"):
         build_weightings(["a", "b"], [(0.5, 0.5)], held_out=[(0.5, 0.5)])

@@ -81,7 +81,7 @@ def test_run_sweep_without_kl_and_alpha_sweep():
 
 
 def test_run_sweep_bad_input():
-    with pytest.raises(WeightsError, match="2 objectives"):
+    with pytest.raises(WeightsError, match="expected 2 weights, one per objective"):
         run_sweep(ToyPolicy(), PROMPTS, [[0.2, 0.3, 0.5]], ToyObjectives(), progress=False)
     with pytest.raises(ConfigError, match="empty"):
         run_sweep(ToyPolicy(), PROMPTS, [], ToyObjectives(), progress=False)
@@ -206,7 +206,7 @@ def test_config_errors(tmp_path):
     bad_param = [{"name": "x", "kind": "python", "factory": "tests.eval_helpers:make_toy", "temperature": 2}]
     with pytest.raises(ConfigError, match="does not take"):
         evaluate(parse_config(_config(tmp_path, methods=bad_param)), objectives=ToyObjectives(), progress=False)
-    with pytest.raises(WeightsError, match="one weight per objective"):
+    with pytest.raises(WeightsError, match="expected 2 weights, one per objective"):
         evaluate(parse_config(_config(tmp_path, weights={"explicit": [[1, 0, 0]]})), objectives=ToyObjectives(),
                  progress=False)
     with pytest.raises(ConfigError, match="empty"):

@@ -77,8 +77,8 @@ def check_weights(weights: WeightsLike, n_rows: int, objectives: Sequence[str],
     if w.ndim == 1:
         w = w.unsqueeze(0).expand(n_rows, -1)
     if w.ndim != 2 or w.shape[-1] != m:
-        raise WeightsError(f"expected {m} weights, one per objective {list(objectives)} in that order, got shape "
-                           f"{tuple(w.shape)}")
+        got = f"{w.shape[-1]} ({w[0].tolist()})" if w.ndim == 2 and len(w) else f"shape {tuple(w.shape)}"
+        raise WeightsError(f"expected {m} weights, one per objective {list(objectives)} in that order, got {got}")
     if w.shape[0] != n_rows:
         raise WeightsError(f"got {w.shape[0]} weight vectors for {n_rows} prompts; give one, or one per prompt")
     check_values(w)

@@ -8,12 +8,14 @@ values a method promised for it (for calibration).
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import torch
+
 from polyalign.errors import ConfigError, WeightsError
 from polyalign.interface import check_alpha
+from polyalign.weights import check_weights
 
 
 @dataclass(frozen=True)
@@ -74,21 +76,10 @@ def line_grid(start: Sequence[float], stop: Sequence[float], n_points: int) -> l
 
 
 def check_weighting(weights: Sequence[float], objectives: Sequence[str]) -> tuple[float, ...]:
-    """One finite, not-all-zero weight per objective."""
-    try:
-        values = tuple(float(w) for w in weights)
-    except (TypeError, ValueError):
-        raise WeightsError(f"weights must be numbers, one per objective {list(objectives)}, got {weights!r}") from None
-    if len(values) != len(objectives):
-        raise WeightsError(
-            f"weighting {list(values)} has {len(values)} weights but there are {len(objectives)} objectives "
-            f"{list(objectives)}: give one weight per objective, in that order"
-        )
-    if not all(math.isfinite(v) for v in values):
-        raise WeightsError(f"weights must be finite, got {list(values)}")
-    if all(v == 0 for v in values):
-        raise WeightsError("weights are all zero: give at least one non-zero weight")
-    return values
+    """One finite, not-all-zero weight per objective (:func:`polyalign.weights.check_weights`)."""
+    if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence | torch.Tensor):
+        raise WeightsError(f"a weighting is a list of numbers, one per objective {list(objectives)}, got {weights!r}")
+    return tuple(check_weights([list(weights)], 1, objectives)[0].tolist())
 
 
 def build_weightings(
