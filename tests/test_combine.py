@@ -407,3 +407,26 @@ def test_unknown_divergence_is_rejected_with_the_valid_names():
     ref, experts = _inputs()
     with pytest.raises(DivergenceError, match="unknown divergence 'kullback'.*reverse_kl, forward_kl, jsd"):
         combine_logprobs(ref, experts, [0.2, 0.3, 0.5], "kullback")
+
+
+@pytest.mark.parametrize("name", BARRIER)
+def test_logits_or_probabilities_passed_as_log_probs_are_refused(name):
+    gen = torch.Generator().manual_seed(12)
+    logits = torch.randn(2, 3, 10, generator=gen, dtype=F64) * 3
+    ref = torch.log_softmax(torch.randn(3, 10, generator=gen, dtype=F64), -1)
+    for bad in (logits, logits.softmax(-1), logits - logits.amax(-1, keepdim=True)):
+        with pytest.raises(PolyalignError, match="not log-probs"):
+            combine_logprobs(ref, bad, [0.5, 0.5], name)
+    masked = torch.log_softmax(logits, -1)
+    masked[..., 0] = -math.inf  # masked without renormalising: a sub-distribution, combined as given
+    assert torch.isfinite(combine_logprobs(ref, masked, [0.5, 0.5], name)[..., 1:]).all()
+    fast = combine_logprobs(ref, torch.log_softmax(logits, -1), [0.5, 0.5], name, validate=False)
+    torch.testing.assert_close(fast, combine_logprobs(ref, torch.log_softmax(logits, -1), [0.5, 0.5], name))
+
+
+@pytest.mark.parametrize("name", BARRIER)
+def test_weights_too_large_for_float64_say_so(name):
+    gen = torch.Generator().manual_seed(13)
+    ref, experts = _random_logprobs(gen, 2, 10), _random_logprobs(gen, 2, 2, 10)
+    with pytest.raises(WeightsError, match="overflowed float64"):
+        combine_logprobs(ref, experts, [1e308, -1e308], name)

@@ -185,6 +185,9 @@ def _reverse_kl_logits(reference: Tensor | None, experts: Tensor, w: Tensor, tot
 def _normalise(logits: Tensor, div: Divergence) -> Tensor:
     lse = torch.logsumexp(logits, dim=-1, keepdim=True)
     if not bool(torch.isfinite(lse).all()):
+        if bool((logits.isnan() | torch.isposinf(logits)).any()):  # inf - inf: the weighted sum overflowed
+            raise WeightsError(f"divergence {div.name!r}: the weighted sum of log-probs overflowed float64; the "
+                               "weights are too large in magnitude, use smaller ones")
         raise WeightsError(f"divergence {div.name!r}: no token has nonzero probability under all models with a "
                            "nonzero weight (their supports do not overlap in at least one row); check the masks or "
                            "the weights")
