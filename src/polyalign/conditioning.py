@@ -83,7 +83,7 @@ def f_mix_inverse(beta: float | Tensor, kind: str, alpha_min: float) -> Tensor:
         raise WeightsError(f"f_mix^-1 ({kind}) takes beta in [{low:g}, 1], got {b.tolist()}")
     if kind == "linear":
         return b.clone()
-    return (alpha_min / (alpha_min * b + 1 - b)).clamp(alpha_min, 1.0)
+    return (alpha_min / (alpha_min * b + (1 - b))).clamp(alpha_min, 1.0)  # exact at beta = 0 and 1
 
 
 def _beta_min(kind: str, alpha_min: float) -> float:
