@@ -71,7 +71,7 @@ def f_mix(alpha: float | Tensor, kind: str, alpha_min: float) -> Tensor:
     a = check_alpha(alpha, alpha_min)
     if kind == "linear":
         return a.clone()
-    return (a - alpha_min) / (a * (1 - alpha_min))
+    return ((a - alpha_min) / (a * (1 - alpha_min))).clamp(0.0, 1.0)  # in [0, 1]; the clamp only meets rounding
 
 
 def f_mix_inverse(beta: float | Tensor, kind: str, alpha_min: float) -> Tensor:
