@@ -127,7 +127,7 @@ def test_grids():
 
 
 def test_grid_errors():
-    with pytest.raises(WeightsError, match="3 objectives"):
+    with pytest.raises(WeightsError, match="expected 3 weights, one per objective"):
         build_weightings(["a", "b", "c"], [(0.5, 0.5)])
     with pytest.raises(ConfigError, match="empty"):
         build_weightings(["a", "b"], [])
