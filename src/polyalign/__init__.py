@@ -6,11 +6,12 @@ from polyalign.errors import PolyalignError
 from polyalign.interface import Generation, GenerationConfig, SteerablePolicy
 
 __version__ = "0.1.0"
-__all__ = ["MOD", "DeRa", "Expert", "Generation", "GenerationConfig", "Plain", "PolyalignError", "SteerablePolicy",
-           "__version__", "combine_logprobs", "divergences"]
+__all__ = ["CLP", "MOD", "DeRa", "Expert", "Generation", "GenerationConfig", "Plain", "PolyalignError",
+           "SteerablePolicy", "__version__", "combine_logprobs", "divergences", "load"]
 
-_LAZY = {"MOD": "polyalign.policies", "DeRa": "polyalign.policies", "Plain": "polyalign.policies",
-         "Expert": "polyalign.experts"}  # these import transformers: load on use
+_LAZY = {"CLP": "polyalign.policies", "MOD": "polyalign.policies", "DeRa": "polyalign.policies",
+         "Plain": "polyalign.policies", "Expert": "polyalign.experts",
+         "load": "polyalign.checkpoint"}  # these import transformers: load on use
 
 
 def __getattr__(name: str):

@@ -409,9 +409,14 @@ class ConditionedModel(nn.Module):
         copy_c, ref_c = self.coefficients(weights, alpha)
         if copy_c.ndim != 1:
             raise WeightsError("mixed_parameters takes one weighting [m]; for one per row use forward_mixed_outputs")
+        return self._mixed(torch.cat([copy_c, ref_c.reshape(1)]))
+
+    def _mixed(self, coefficients: Tensor) -> dict[str, Tensor]:
+        """Eq. 3 for one row of coefficients ``[m + 1]`` (copies, then the reference); cached under no_grad."""
+        copy_c, ref_c = coefficients[:-1], coefficients[-1]
         if torch.is_grad_enabled():
             return self._mix(copy_c, ref_c)
-        key = (tuple(copy_c.tolist()), float(ref_c), self._state_key())
+        key = (tuple(coefficients.tolist()), self._state_key())
         if key not in self._cache:
             self._cache[key] = self._mix(copy_c, ref_c)
             while len(self._cache) > self.cache_size:
@@ -446,14 +451,23 @@ class ConditionedModel(nn.Module):
         """Run the model with one weighting per row (``weights [B, m]``, ``alpha`` None, a number or ``[B]``):
         each module holding S outputs ``sum_i c_i[row] f(x; theta_i) + c_ref[row] f(x; theta_ref)``, which equals
         ``f(x; theta_S(row))`` because f is affine in those parameters and the coefficients sum to one."""
-        if not self.per_row:
-            raise ConfigError("this ConditionedModel was built with per_row=False; use forward_mixed_parameters")
         copy_c, ref_c = self.coefficients(weights, alpha)
         coeffs = torch.cat([copy_c.reshape(-1, len(self.objectives)), ref_c.reshape(-1, 1)], dim=1)
+        return self.forward_coefficients(*args, coefficients=coeffs, **kwargs)
+
+    def forward_coefficients(self, *args, coefficients: Tensor, **kwargs):
+        """Run the model with Eq. 3's coefficients per row ``[B, m + 1]`` (copies, then the reference; each row
+        from :meth:`coefficients`). With grad: mixed outputs (differentiable per row). Without: the rows that
+        share a weighting run together through each conditioned module with that weighting's cached mixed
+        parameters, so a batch costs one pass per module whatever its weightings."""
+        if not self.per_row:
+            raise ConfigError("this ConditionedModel was built with per_row=False; use forward_mixed_parameters")
+        coefficients = _check_coefficients(coefficients, len(self.objectives))
         owners = self._owners()
-        with _patched({n: mod for n, (mod, _) in owners.items()}, self._row_forward(owners, coeffs)) as called:
+        modules = {n: mod for n, (mod, _) in owners.items()}
+        with _patched(modules, self._row_forward(owners, coefficients)) as called:
             out = self.model(*args, **kwargs)
-        _check_all_ran({n: mod for n, (mod, _) in owners.items()}, called)
+        _check_all_ran(modules, called)
         return out
 
     def forward(self, *args, weights: WeightsLike, alpha: AlphaLike = None, **kwargs):
@@ -471,6 +485,9 @@ class ConditionedModel(nn.Module):
         return owners
 
     def _row_forward(self, owners: dict, coeffs: Tensor) -> Callable[[str, nn.Module, RowForward], RowForward]:
+        grouped = not torch.is_grad_enabled()
+        groups = _row_groups(coeffs) if grouped else []
+
         def make(module_name: str, module: nn.Module, original: RowForward) -> RowForward:
             locals_ = owners[module_name][1]
             sets = [{local: copy[k] for local, k in locals_} for copy in self.copies]
@@ -482,6 +499,9 @@ class ConditionedModel(nn.Module):
                     return original(*args, **kwargs)
                 inside[0] = True
                 try:
+                    if grouped:
+                        return _grouped_outputs(module, groups, lambda row: {
+                            local: self._mixed(row)[self.names[k]] for local, k in locals_}, args, kwargs)
                     return _mix_outputs(module, sets, coeffs, args, kwargs)
                 finally:
                     inside[0] = False
@@ -512,6 +532,41 @@ def _mix_outputs(module: nn.Module, sets: list[dict[str, Tensor]], coeffs: Tenso
         term = _row_scale(column, y) * y
         out = term if out is None else out + term
     assert out is not None  # the coefficients sum to one, so some column is non-zero
+    return out
+
+
+def _check_coefficients(coefficients: Tensor, m: int) -> Tensor:
+    """Per-row coefficients ``[B, m + 1]`` (or ``[m + 1]`` for the batch) as float64 ``[B, m + 1]``."""
+    c = torch.as_tensor(coefficients, dtype=torch.float64)
+    c = c.reshape(1, -1) if c.ndim == 1 else c
+    if c.ndim != 2 or c.shape[1] != m + 1:
+        raise WeightsError(f"coefficients must be [B, {m + 1}] (the {m} copies, then the reference), got shape "
+                           f"{tuple(c.shape)}")
+    return c
+
+
+def _row_groups(coeffs: Tensor) -> list[tuple[Tensor, Tensor | None]]:
+    """(coefficient row, the rows holding it or None for all) for each distinct row of ``coeffs [B, K]``."""
+    unique, inverse = torch.unique(coeffs, dim=0, return_inverse=True)
+    if unique.shape[0] == 1:
+        return [(unique[0], None)]
+    return [(unique[u], (inverse == u).nonzero().squeeze(-1)) for u in range(unique.shape[0])]
+
+
+def _grouped_outputs(module: nn.Module, groups: list[tuple[Tensor, Tensor | None]],
+                     params_of: Callable[[Tensor], dict[str, Tensor]], args: tuple, kwargs: dict) -> Tensor:
+    """module(x[rows]; theta_S(row)) for each group of rows sharing a weighting, put back in row order."""
+    if len(groups) == 1:
+        return functional_call(module, params_of(groups[0][0]), args, kwargs, tie_weights=False, strict=False)
+    x, rest = args[0], args[1:]
+    out = None
+    for row, index in groups:
+        y = functional_call(module, params_of(row), (x[index.to(x.device)], *rest), kwargs, tie_weights=False,
+                            strict=False)
+        if out is None:
+            out = y.new_empty((x.shape[0], *y.shape[1:]))
+        out[index.to(y.device)] = y
+    assert out is not None
     return out
 
 
@@ -626,8 +681,14 @@ class LoRAConditionedModel(nn.Module):
     def forward(self, *args, weights: WeightsLike, alpha: AlphaLike = None, **kwargs):
         """Run the base with every target adding ``sum_i c_i[row] scaling B_i A_i x``; ``weights`` ``[m]`` for the
         batch or ``[B, m]`` per row, ``alpha`` None, a number or ``[B]``."""
-        copy_c, _ = self.coefficients(weights, alpha)
-        coeffs = copy_c.reshape(-1, len(self.objectives))
+        copy_c, ref_c = self.coefficients(weights, alpha)
+        coeffs = torch.cat([copy_c.reshape(-1, len(self.objectives)), ref_c.reshape(-1, 1)], dim=1)
+        return self.forward_coefficients(*args, coefficients=coeffs, **kwargs)
+
+    def forward_coefficients(self, *args, coefficients: Tensor, **kwargs):
+        """Run the base with Eq. 3's coefficients per row ``[B, m + 1]`` (copies, then the reference, whose
+        delta is zero): every target adds ``sum_i c_i[row] scaling B_i A_i x``. One forward for any weightings."""
+        coeffs = _check_coefficients(coefficients, len(self.objectives))[:, :-1]
         modules = {name.rpartition(".")[0]: _owner(self.model, name)[1] for name in self.names}
         with _patched(modules, self._lora_forward(coeffs)) as called:
             out = self.model(*args, **kwargs)

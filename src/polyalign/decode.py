@@ -277,7 +277,7 @@ class DecodeSession:
         continuous batching. Returns their row indices (``drafts[i]``). With ``seed`` their sampling is seeded as a
         generation of these prompts alone with that seed; without, they continue the session's own seed."""
         bank, n = self.bank, self.config.n
-        state, logprobs = bank.start(prompts, self.config.max_new_tokens)
+        state, logprobs = bank.start(prompts, self.config.max_new_tokens, weights)
         expand = torch.arange(len(prompts), device=bank.device).repeat_interleave(n)
         if n > 1:
             state.select(expand)
@@ -404,7 +404,7 @@ def beam_search(steering: Steering, prompts: Sequence[str], config: GenerationCo
     """
     bank, beams, cfg = steering.bank, config.num_beams, config
     vocab, lp = bank.vocab_size, config.length_penalty
-    state, logprobs = bank.start(prompts, config.max_new_tokens)
+    state, logprobs = bank.start(prompts, config.max_new_tokens, steering.weights)
     n = len(prompts)
     prompt_ids = list(state.prompt_ids)
     index = torch.arange(n, device=bank.device).repeat_interleave(beams)

@@ -133,14 +133,24 @@ class _GroupState:
     positions: torch.Tensor
     batch: int
     row_adapters: list[str]
+    coefficients: torch.Tensor | None = None
+    """Per row, what a conditioned model (CLP) mixes its parameters by ``[roles * batch, K]``; None otherwise."""
 
     def rows(self, index: torch.Tensor, n_roles: int) -> torch.Tensor:
         return torch.cat([k * self.batch + index for k in range(n_roles)])
 
 
+def _row_kwargs(group: _Group, adapters: list[str], coefficients: torch.Tensor | None) -> dict:
+    """What a group's forward needs per row besides the tokens: peft adapter names, or CLP's coefficients."""
+    kwargs: dict = {"adapter_names": adapters} if group.uses_adapters else {}
+    if coefficients is not None:
+        kwargs["coefficients"] = coefficients
+    return kwargs
+
+
 def _forward(group: _Group, state: _GroupState, input_ids: torch.Tensor, position_ids: torch.Tensor,
              vocab: int) -> torch.Tensor:
-    kwargs = {"adapter_names": state.row_adapters} if group.uses_adapters else {}
+    kwargs = _row_kwargs(group, state.row_adapters, state.coefficients)
     out = group.model(input_ids=input_ids, attention_mask=state.mask, position_ids=position_ids,
                       past_key_values=state.cache, use_cache=True, logits_to_keep=1, **kwargs)
     state.cache = out.past_key_values
@@ -183,6 +193,8 @@ class BankState:
             st.mask = st.mask[rows]
             st.positions = st.positions[rows]
             st.row_adapters = [st.row_adapters[i] for i in rows.tolist()]
+            if st.coefficients is not None:
+                st.coefficients = st.coefficients[rows]
             st.batch = len(index)
         self.prompt_ids = [self.prompt_ids[i] for i in index.tolist()]
 
@@ -204,6 +216,8 @@ class BankState:
                                                                                             (k + 1) * new.batch]
                         for k in range(roles)]
             st.row_adapters = [a for per_role in adapters for a in per_role]
+            if st.coefficients is not None:
+                st.coefficients = _join_rows(st.coefficients, new.coefficients, roles)
             st.batch += new.batch
         self.prompt_ids += other.prompt_ids
 
@@ -238,6 +252,10 @@ class ModelBank:
         self.n_slots = len(unique)
         self.chat = chat
         self.groups = self._build_groups(unique, device, dtype)
+        self._finish()
+
+    def _finish(self) -> None:
+        """What follows from the groups: the shared vocabulary, tokenizer, device, EOS ids and context."""
         self.vocab_size = shared_vocab_size([g.loaded for g in self.groups])
         self.tokenizer = self.groups[0].loaded.tokenizer
         self.device = self.groups[0].loaded.device
@@ -282,9 +300,16 @@ class ModelBank:
                         "prompt or lower max_new_tokens")
         return encoded
 
+    def row_coefficients(self, group: _Group, conditions: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """Per-row coefficients ``[roles * batch, K]`` of a conditioned group, from the head's weights
+        ``conditions [batch, K']``; None for plain models (the bank that holds a CLP model overrides this)."""
+        return None
+
     @torch.inference_mode()
-    def start(self, prompts: Sequence[str], max_new_tokens: int = 0) -> tuple[BankState, torch.Tensor]:
-        """Prefill every row for ``prompts``; return the new generation's state and log-probs ``[U, B, V]``."""
+    def start(self, prompts: Sequence[str], max_new_tokens: int = 0, conditions: torch.Tensor | None = None
+              ) -> tuple[BankState, torch.Tensor]:
+        """Prefill every row for ``prompts``; return the new generation's state and log-probs ``[U, B, V]``.
+        ``conditions`` (the head's weights per prompt) reach models conditioned on them (CLP)."""
         encoded = self.encode(prompts, max_new_tokens)
         out = torch.empty(self.n_slots, len(prompts), self.vocab_size, device=self.device)
         states = []
@@ -293,7 +318,8 @@ class ModelBank:
             ids, mask = _left_pad(rows, g.loaded.tokenizer.pad_token_id, self.device)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             state = _GroupState(None, mask, positions[:, -1] + 1, len(prompts),
-                                [a or BASE_ADAPTER for a in g.adapters for _ in prompts])
+                                [a or BASE_ADAPTER for a in g.adapters for _ in prompts],
+                                self.row_coefficients(g, conditions, len(prompts)))
             out[g.slots] = _forward(g, state, ids, positions, self.vocab_size)
             states.append(state)
         last = self._slot[-1]
@@ -301,7 +327,8 @@ class ModelBank:
         return BankState(self, states, encoded[group][self.groups[group].slots.index(last)]), out
 
     @torch.inference_mode()
-    def score(self, prompts: Sequence[str], responses: Sequence[Sequence[int]]) -> torch.Tensor:
+    def score(self, prompts: Sequence[str], responses: Sequence[Sequence[int]],
+              conditions: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher-forced log-probs ``[U, B, T, V]`` of each position of ``responses`` (padded to the longest
         response T), from one cache-free forward per group."""
         encoded = self.encode(prompts, max(len(r) for r in responses))
@@ -312,8 +339,8 @@ class ModelBank:
             starts = [len(ids) for per_prompt in per_role for ids in per_prompt]
             ids, mask = _left_pad(rows, g.loaded.tokenizer.pad_token_id, self.device)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            kwargs = {"adapter_names": [a or BASE_ADAPTER for a in g.adapters for _ in prompts]} \
-                if g.uses_adapters else {}
+            kwargs = _row_kwargs(g, [a or BASE_ADAPTER for a in g.adapters for _ in prompts],
+                                 self.row_coefficients(g, conditions, len(prompts)))
             logits = g.model(input_ids=ids, attention_mask=mask, position_ids=positions, **kwargs).logits
             logprobs = torch.log_softmax(logits[..., : self.vocab_size].float(), dim=-1)
             width = ids.shape[1]

@@ -135,7 +135,7 @@ class EnginePolicy:
         out: list[SequenceLogprobs] = []
         for s in range(0, len(prompts), _SCORE_CHUNK):
             chunk = slice(s, s + _SCORE_CHUNK)
-            raw = self.bank.score(prompts[chunk], ids[chunk])
+            raw = self.bank.score(prompts[chunk], ids[chunk], steering.weights[chunk])
             policy = self.head(None, StepContext(raw, steering.weights[chunk].to(self.bank.device)))
             for j, tokens in enumerate(ids[chunk]):
                 t = torch.tensor(tokens, device=self.bank.device)
