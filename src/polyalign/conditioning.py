@@ -485,8 +485,17 @@ class ConditionedModel(nn.Module):
         return owners
 
     def _row_forward(self, owners: dict, coeffs: Tensor) -> Callable[[str, nn.Module, RowForward], RowForward]:
-        grouped = not torch.is_grad_enabled()
-        groups = _row_groups(coeffs) if grouped else []
+        groups = _row_groups(coeffs)
+        # Few weightings (always under no_grad): each group runs once with its mixed parameters, mixed once per
+        # forward (differentiable with grad: copy i receives c_i * gamma, Appendix A.3). Many distinct rows with
+        # grad: mix the m + 1 outputs instead.
+        grouped = not torch.is_grad_enabled() or len(groups) <= len(self.copies) + 1
+        mixed: dict[int, dict[str, Tensor]] = {}
+
+        def params_of(g: int) -> dict[str, Tensor]:
+            if g not in mixed:
+                mixed[g] = self._mixed(groups[g][0])
+            return mixed[g]
 
         def make(module_name: str, module: nn.Module, original: RowForward) -> RowForward:
             locals_ = owners[module_name][1]
@@ -500,8 +509,8 @@ class ConditionedModel(nn.Module):
                 inside[0] = True
                 try:
                     if grouped:
-                        return _grouped_outputs(module, groups, lambda row: {
-                            local: self._mixed(row)[self.names[k]] for local, k in locals_}, args, kwargs)
+                        return _grouped_outputs(module, groups, lambda g: {
+                            local: params_of(g)[self.names[k]] for local, k in locals_}, args, kwargs)
                     return _mix_outputs(module, sets, coeffs, args, kwargs)
                 finally:
                     inside[0] = False
@@ -554,19 +563,21 @@ def _row_groups(coeffs: Tensor) -> list[tuple[Tensor, Tensor | None]]:
 
 
 def _grouped_outputs(module: nn.Module, groups: list[tuple[Tensor, Tensor | None]],
-                     params_of: Callable[[Tensor], dict[str, Tensor]], args: tuple, kwargs: dict) -> Tensor:
-    """module(x[rows]; theta_S(row)) for each group of rows sharing a weighting, put back in row order."""
+                     params_of: Callable[[int], dict[str, Tensor]], args: tuple, kwargs: dict) -> Tensor:
+    """module(x[rows]; theta_S(group)) for each group of rows sharing a weighting, put back in row order."""
     if len(groups) == 1:
-        return functional_call(module, params_of(groups[0][0]), args, kwargs, tie_weights=False, strict=False)
+        return functional_call(module, params_of(0), args, kwargs, tie_weights=False, strict=False)
     x, rest = args[0], args[1:]
-    out = None
-    for row, index in groups:
-        y = functional_call(module, params_of(row), (x[index.to(x.device)], *rest), kwargs, tie_weights=False,
-                            strict=False)
-        if out is None:
-            out = y.new_empty((x.shape[0], *y.shape[1:]))
-        out[index.to(y.device)] = y
-    assert out is not None
+    parts = []
+    for g, (_, index) in enumerate(groups):
+        assert index is not None
+        index = index.to(x.device)
+        parts.append((index, functional_call(module, params_of(g), (x[index], *rest), kwargs, tie_weights=False,
+                                             strict=False)))
+    first = parts[0][1]
+    out = first.new_zeros((x.shape[0], *first.shape[1:]))
+    for index, y in parts:
+        out = out.index_copy(0, index, y)
     return out
 
 

@@ -1,0 +1,170 @@
+"""Multi-task RL for a conditioned language policy (CLP paper, Algorithm 1), on accelerate.
+
+The loop reads like the algorithm; each named step is a function a test can call alone::
+
+    for step in range(start, steps):
+        w, alpha = draw_weighting(config, step)                 # Dirichlet(c) and alpha = f_mix^-1(U), or fixed
+        rollout  = generate(policy, prompts, w, alpha, ...)     # samples, with log-probs under pi and pi_ref
+        R        = score(objectives, rollout)                   # [B, m], normalised
+        reward   = (1 - alpha) R @ w - alpha KL                 # estimators.scalarised_reward
+        loss     = REINFORCE with V = sum_i w_i V_i(x), or RLOO
+        run.step(...)                                            # backward, clip, optimizer, schedule, metrics,
+                                                                 # atomic checkpoint
+
+The same code runs on CPU, one GPU or several processes (``accelerate launch``): every process draws the same
+(w, alpha) and its own prompts; DDP averages the gradients.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from polyalign.interface import Generation, GenerationConfig
+from polyalign.training import estimators as E
+from polyalign.training.config import TrainConfig
+from polyalign.training.learner import Learner, make_batch
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from integers, independent for every tuple (numpy's SeedSequence)."""
+    import numpy as np
+
+    return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)[0] >> 1)
+
+
+def draw_weighting(config: TrainConfig, step: int) -> tuple[torch.Tensor, float]:
+    """This step's (w, alpha): ``w ~ Dirichlet(c)`` and ``alpha = f_mix^-1(U)`` (Algorithm 1, Appendix A.4), each
+    unless held fixed; drawn from the step number alone, so every process and every resumed run agrees."""
+    from polyalign.conditioning import sample_alpha, sample_weights
+
+    generator = torch.Generator().manual_seed(mix_seed(config.seed, step, 0))
+    m = len(config.objectives)
+    s = config.sampler
+    w = torch.tensor(s.weights, dtype=torch.float64) if s.weights is not None else \
+        sample_weights(m, generator, s.concentration)
+    alpha = s.alpha if s.alpha is not None else sample_alpha(generator, config.policy.f_mix, config.policy.alpha_min)
+    return w, float(alpha)
+
+
+def prompt_batch(prompts: Sequence[str], config: TrainConfig, step: int, micro: int, rank: int, world: int
+                 ) -> list[str]:
+    """The prompts of one micro-batch: epochs of seeded permutations, consumed in order by (step, micro, rank), so
+    the data position is a function of the step (and a resumed run reads what the killed one would have)."""
+    n, size = len(prompts), config.batch_size
+    first = ((step * config.optim.accumulation_steps + micro) * world + rank) * size
+    out = []
+    for index in range(first, first + size):
+        epoch, offset = divmod(index, n)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(mix_seed(config.seed, epoch, 1)))
+        out.append(prompts[int(order[offset])])
+    return out
+
+
+@dataclass
+class Rollout:
+    """Sampled responses of one micro-batch and what the loss needs from them."""
+
+    prompts: list[str]
+    generations: list[Generation]
+    rewards: torch.Tensor
+    """Per objective ``[B, m]`` (normalised when the run has a normaliser)."""
+    kl: torch.Tensor
+    """KL(pi || pi_ref) of each response, summed over its tokens ``[B]``."""
+    reward: torch.Tensor
+    """The scalarised reward ``(1 - alpha) w . R - alpha KL`` ``[B]``."""
+    seconds_generate: float
+    seconds_score: float
+
+
+def generate(policy, prompts: list[str], weights: torch.Tensor, alpha: float, config: GenerationConfig, seed: int
+             ) -> list[Generation]:
+    """Sample one response per row at (w, alpha); empty responses (EOS first) are kept, scored as text."""
+    return policy.generate(prompts, weights.tolist(), alpha, config.model_copy(update={"seed": seed}))
+
+
+def rollout(policy, objectives, prompts: list[str], weights: torch.Tensor, alpha: float, config: TrainConfig,
+            seed: int) -> Rollout:
+    """Generate, score and scalarise one micro-batch (RLOO: ``rloo_k`` samples per prompt)."""
+    k = config.rloo_k if config.estimator == "rloo" else 1
+    rows = [p for p in prompts for _ in range(k)]
+    t0 = time.perf_counter()
+    gens = generate(policy, rows, weights, alpha, config.generation, seed)
+    t1 = time.perf_counter()
+    rewards = objectives.score(rows, [g.text for g in gens])
+    t2 = time.perf_counter()
+    kl = torch.tensor([g.kl for g in gens], dtype=torch.float64)
+    reward = E.scalarised_reward(rewards, weights, alpha, kl)
+    return Rollout(rows, gens, rewards, kl, reward, t1 - t0, t2 - t1)
+
+
+def loss_terms(learner: Learner, batch_rollout: Rollout, weights: torch.Tensor, coefficients: torch.Tensor,
+               config: TrainConfig, gather) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss of one micro-batch and its metrics: REINFORCE with the m-output value baseline (advantages
+    normalised over every process's batch), or RLOO. ``learner`` may be wrapped (DDP): it is only called."""
+    device = coefficients.device
+    gens = batch_rollout.generations
+    pad = getattr(learner, "module", learner).pad_id
+    responses = [g.token_ids or [pad] for g in gens]  # an empty response has nothing to learn from
+    batch = make_batch([g.prompt_token_ids for g in gens], responses, pad, device)
+    mask = batch.response_mask * torch.tensor([1.0 if g.token_ids else 0.0 for g in gens], device=device)[:, None]
+    logprobs, values, entropy = learner(batch, coefficients)
+    reward = batch_rollout.reward.to(device)
+    metrics: dict[str, float] = {"entropy": float(entropy)}
+    if config.estimator == "rloo":
+        advantages = E.rloo_advantages(reward, config.rloo_k)
+        loss = E.policy_gradient_loss(logprobs, mask, advantages)
+    else:
+        value = E.combined_value(values, weights.to(device))
+        raw = reward - value.detach().double()
+        everyone = gather(raw)
+        advantages = E.normalise(raw, everyone.mean(), everyone.std(unbiased=False))
+        v_loss = E.value_loss(value, reward)
+        loss = E.policy_gradient_loss(logprobs, mask, advantages) + config.value_coef * v_loss
+        metrics["value_error"] = float(v_loss.detach())
+    metrics["loss"] = float(loss.detach())
+    return loss, metrics
+
+
+def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> Path:
+    """Run (or ``resume``) the training described by ``config``; returns the final checkpoint's directory."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    from polyalign.training.run import Run, build_run
+
+    accelerator = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+                              log_with=config.log_with or None, project_dir=str(config.run_dir))
+    parts = build_run(config, accelerator)
+    run = Run(config, accelerator, parts, resume=resume, progress=progress)
+    policy, objectives = parts.policy, parts.objectives
+    world, rank = accelerator.num_processes, accelerator.process_index
+    accumulation = config.optim.accumulation_steps
+    for step in run.steps():
+        weights, alpha = draw_weighting(config, step)
+        coefficients = policy.head_weights(weights[None], alpha).to(accelerator.device)
+        timer = {"generate": 0.0, "score": 0.0, "update": 0.0}
+        records = []
+        for micro in range(accumulation):
+            prompts = prompt_batch(parts.prompts, config, step, micro, rank, world)
+            batch_rollout = rollout(policy, objectives, prompts, weights, alpha, config,
+                                    mix_seed(config.seed, step, micro, 2 + rank))
+            t0 = time.perf_counter()
+            sync = nullcontext() if micro == accumulation - 1 else accelerator.no_sync(run.model)
+            with sync:
+                loss, metrics = loss_terms(run.model, batch_rollout, weights, coefficients, config, run.gather)
+                accelerator.backward(loss / accumulation)
+            timer["generate"] += batch_rollout.seconds_generate
+            timer["score"] += batch_rollout.seconds_score
+            timer["update"] += time.perf_counter() - t0
+            records.append((batch_rollout, metrics))
+        t0 = time.perf_counter()
+        grad_norm = run.optimizer_step()
+        timer["update"] += time.perf_counter() - t0
+        run.record(step, weights, alpha, records, timer, grad_norm)
+    return run.finish()
