@@ -29,6 +29,7 @@ from polyalign.errors import ModelLoadError
 POLICY_FILE = "policy.json"
 WEIGHTS_FILE = "policy.safetensors"
 COMPLETE = "COMPLETE"
+CHECKPOINTS = "checkpoints"  # a run folder's checkpoints: CHECKPOINTS/step-000050, ...
 
 _LOADERS: dict[str, Callable[..., Any]] = {}
 
@@ -144,9 +145,28 @@ def check_fingerprint(saved: dict[str, Any], model: torch.nn.Module, where: str,
                                  "different values): load it with the base model it was trained from")
 
 
+def latest_checkpoint(run: str | Path) -> Path | None:
+    """The newest complete checkpoint of a run folder (``checkpoints/step-N``), or None."""
+    done = sorted(p for p in (Path(run) / CHECKPOINTS).glob("step-*") if is_complete(p))
+    return done[-1] if done else None
+
+
+def resolve(path: str | Path) -> Path:
+    """A checkpoint directory, or a run folder (then its newest complete checkpoint)."""
+    path = Path(path).expanduser()
+    if path.is_dir() and not (path / POLICY_FILE).exists() and (path / CHECKPOINTS).is_dir():
+        latest = latest_checkpoint(path)
+        if latest is None:
+            raise ModelLoadError(f"run folder {str(path)!r} holds no complete checkpoint yet")
+        return latest
+    return path
+
+
 def load(path: str | Path, **options: Any):
-    """A ready :class:`~polyalign.interface.SteerablePolicy` from a checkpoint directory (``options`` such as
+    """A ready :class:`~polyalign.interface.SteerablePolicy` from a checkpoint directory or a run folder (its newest
+    checkpoint; ``options`` such as
     ``device``, ``dtype``, ``model`` (another location of the same base) go to the kind's loader)."""
+    path = resolve(path)
     meta = read_meta(path)
     _register_builtins()
     loader = _LOADERS.get(meta["kind"])

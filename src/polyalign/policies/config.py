@@ -141,6 +141,41 @@ class PlainConfig(PolicyConfig):
         return Plain(model, reference, objectives or ["model"], **self._placement)
 
 
+class ClpConfig(PolicyConfig):
+    """CLP (conditioned language policy): a trained ``checkpoint`` (a run's ``checkpoints/step-N`` or any folder
+    ``polyalign.load`` reads; a run folder means its newest checkpoint), or an untrained one on ``model`` (every
+    copy at the reference: the same as the model, for baselines and tests)."""
+
+    kind: Literal["clp"]
+    checkpoint: str | None = None
+    model: str | None = Field(None, description="Base model: the untrained policy's, or the checkpoint's base "
+                                                "at another location.")
+    objectives: list[str] | None = None
+    selector: str = "lora"
+    f_mix: Literal["softmdp", "linear"] = "softmdp"
+    alpha_min: float = Field(0.01, gt=0.0, lt=1.0)
+
+    @property
+    def expert_names(self) -> list[str | None] | None:
+        if self.checkpoint is None:
+            return self.objectives
+        from polyalign.checkpoint import read_meta, resolve
+
+        return list(read_meta(resolve(self.checkpoint))["objectives"])
+
+    def build(self, objectives: list[str] | None = None) -> SteerablePolicy:
+        from polyalign.checkpoint import load, resolve
+        from polyalign.policies.clp import CLP
+
+        if self.checkpoint is not None:
+            return load(resolve(self.checkpoint), model=self.model, **self._placement)
+        names = self.objectives or objectives
+        if not names:
+            raise ConfigError("an untrained clp policy needs its objectives (objectives: [...])")
+        return CLP.create(names, self.model or DEFAULT_MODEL, self.selector, self.f_mix, self.alpha_min,
+                          **self._placement)
+
+
 class PythonConfig(_Strict):
     """``factory: "package.module:function"`` called with ``args``; it must return a SteerablePolicy."""
 
@@ -179,7 +214,7 @@ def register_policy(config: type[BaseModel]) -> type[BaseModel]:
     return config
 
 
-for _config in (ModConfig, DeraConfig, PlainConfig, PythonConfig):
+for _config in (ModConfig, DeraConfig, PlainConfig, ClpConfig, PythonConfig):
     register_policy(_config)
 
 

@@ -46,8 +46,8 @@ def make_batch(prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Seque
 
 class Learner(nn.Module):
     """The conditioned policy (its copies train; the base and theta_ref stay frozen) and the value model: a linear
-    head with m outputs on the policy's last hidden state at the prompt's end (features detached, so the value
-    loss never moves the policy). ``V(x) = sum_i w_i V_i(x)`` (CLP Algorithm 1)."""
+    head with m outputs on the policy's last hidden state at the prompt's end (layer-normalised, detached: the
+    value loss never moves the policy). ``V(x) = sum_i w_i V_i(x)`` (CLP Algorithm 1)."""
 
     def __init__(self, conditioned: ConditionedModel | LoRAConditionedModel, vocab_size: int, pad_id: int) -> None:
         super().__init__()
@@ -73,6 +73,7 @@ class Learner(nn.Module):
         logprobs = torch.log_softmax(out.logits[:, :-1, : self.vocab_size].float(), dim=-1)
         tokens = logprobs.gather(-1, batch.response_ids.unsqueeze(-1)).squeeze(-1)
         features = out.hidden_states[-1][:, batch.prompt_width - 1].detach().float()
+        features = nn.functional.layer_norm(features, features.shape[-1:])  # a scale the value lr can trust
         with torch.no_grad():
             entropy = token_entropy(logprobs, batch.response_mask)
         return tokens, self.value(features), entropy

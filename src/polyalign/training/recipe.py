@@ -164,7 +164,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
             timer["update"] += time.perf_counter() - t0
             records.append((batch_rollout, metrics))
         t0 = time.perf_counter()
-        grad_norm = run.optimizer_step()
+        grad_norms = run.optimizer_step()
         timer["update"] += time.perf_counter() - t0
-        run.record(step, weights, alpha, records, timer, grad_norm)
+        run.record(step, weights, alpha, records, timer, grad_norms)
     return run.finish()

@@ -34,7 +34,6 @@ from polyalign import checkpoint as ckpt
 from polyalign.errors import ConfigError, ModelLoadError
 from polyalign.training.config import TrainConfig
 
-CHECKPOINTS = "checkpoints"
 METRICS = "metrics.jsonl"
 CONFIG = "config.json"
 
@@ -109,7 +108,6 @@ class Run:
         self.main = accelerator.is_main_process
         self.model, self.optimizer = accelerator.prepare(parts.learner, parts.optimizer)
         self.scheduler = parts.scheduler  # stepped once per optimizer step by us, whatever the process count
-        self.params = [p for group in parts.optimizer.param_groups for p in group["params"]]
         self.start = self._open(resume)
         self.progress = progress and self.main
         if config.log_with:
@@ -127,9 +125,9 @@ class Run:
                 raise ConfigError(f"cannot resume: {str(self.folder)!r} holds no run (no {CONFIG}); start it "
                                   "without --resume")
             _check_same_run(json.loads(saved.read_text()), identity, self.folder)
-            latest = latest_checkpoint(self.folder)
+            latest = ckpt.latest_checkpoint(self.folder)
             return 0 if latest is None else self._restore(latest)
-        if saved.is_file() or (self.folder / CHECKPOINTS).exists():
+        if saved.is_file() or (self.folder / ckpt.CHECKPOINTS).exists():
             raise ConfigError(f"{str(self.folder)!r} already holds a run: pass --resume to continue it, or choose "
                               "another output folder")
         if self.main:
@@ -161,20 +159,24 @@ class Run:
         """Every process's values, concatenated (for advantage statistics over the whole batch)."""
         return self.accelerator.gather(values.contiguous())
 
-    def optimizer_step(self) -> float:
-        max_norm = self.config.optim.max_grad_norm
-        if max_norm is not None:
-            norm = self.accelerator.clip_grad_norm_(self.params, max_norm)
-        else:
-            grads = [p.grad.norm() for p in self.params if p.grad is not None]
-            norm = torch.stack(grads).norm() if grads else torch.tensor(0.0)
+    def optimizer_step(self) -> tuple[float, float]:
+        """Clip the policy's and the value model's gradients each on its own (a young value model's large
+        gradients must not shrink the policy's), step, schedule; returns both norms before clipping."""
+        norms = [self._clip(group["params"]) for group in self.parts.optimizer.param_groups]
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(norm)
+        return norms[0], norms[1]
+
+    def _clip(self, params: list[torch.Tensor]) -> float:
+        max_norm = self.config.optim.max_grad_norm
+        if max_norm is not None:
+            return float(self.accelerator.clip_grad_norm_(params, max_norm))
+        grads = [p.grad.norm() for p in params if p.grad is not None]
+        return float(torch.stack(grads).norm()) if grads else 0.0
 
     def record(self, step: int, weights: torch.Tensor, alpha: float, records: list, timer: dict[str, float],
-               grad_norm: float) -> None:
+               grad_norms: tuple[float, float]) -> None:
         """Metrics of a finished step (averaged over micro-batches and processes), and a checkpoint when due."""
         rewards = torch.cat([r.rewards for r, _ in records]).double()
         kl = torch.cat([r.kl for r, _ in records])
@@ -192,7 +194,7 @@ class Run:
         line |= {"kl": summary[m], "reward": summary[m + 1]}
         line |= dict(zip(records[0][1], summary[m + 2:], strict=True))
         seconds = sum(timer.values())
-        line |= {"grad_norm": grad_norm, "lr": self.scheduler.get_last_lr()[0],
+        line |= {"grad_norm": grad_norms[0], "value_grad_norm": grad_norms[1], "lr": self.scheduler.get_last_lr()[0],
                  "tokens_per_s": tokens / max(timer["generate"], 1e-9),
                  **{f"seconds/{k}": v for k, v in timer.items()}, "seconds/step": seconds}
         self.status = f"reward {line['reward']:+.3f} kl {line['kl']:.2f}"
@@ -207,7 +209,7 @@ class Run:
     # -- checkpoints -------------------------------------------------------------------------------------------
 
     def save(self, step: int) -> Path:
-        target = self.folder / CHECKPOINTS / f"step-{step:06d}"
+        target = self.folder / ckpt.CHECKPOINTS / f"step-{step:06d}"
         self.accelerator.wait_for_everyone()
         if self.main:
             with ckpt.atomic_dir(target) as folder:
@@ -226,10 +228,10 @@ class Run:
         return target
 
     def _prune(self) -> None:
-        done = sorted(p for p in (self.folder / CHECKPOINTS).glob("step-*") if ckpt.is_complete(p))
+        done = sorted(p for p in (self.folder / ckpt.CHECKPOINTS).glob("step-*") if ckpt.is_complete(p))
         for old in done[: -self.config.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
-        for leftover in (self.folder / CHECKPOINTS).glob(".tmp-*"):
+        for leftover in (self.folder / ckpt.CHECKPOINTS).glob(".tmp-*"):
             shutil.rmtree(leftover, ignore_errors=True)
 
     def _restore(self, folder: Path) -> int:
@@ -267,7 +269,7 @@ class Run:
                  "in_sync": len(set(digests)) == 1}, indent=2) + "\n")
         if self.config.log_with:
             self.accelerator.end_training()
-        latest = latest_checkpoint(self.folder)
+        latest = ckpt.latest_checkpoint(self.folder)
         assert latest is not None
         return latest
 
@@ -279,12 +281,6 @@ def weights_digest(learner) -> str:
         h.update(name.encode())
         h.update(p.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-def latest_checkpoint(folder: str | Path) -> Path | None:
-    """The newest complete checkpoint of a run folder, or None."""
-    done = sorted(p for p in (Path(folder) / CHECKPOINTS).glob("step-*") if ckpt.is_complete(p))
-    return done[-1] if done else None
 
 
 def _check_same_run(saved: dict, now: dict, folder: Path) -> None:
