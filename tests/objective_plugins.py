@@ -54,3 +54,8 @@ def four_arguments(prompts, responses, references, extra):
 
 def returns_none(prompts, responses):
     return None
+
+
+def letter_e(prompts, responses):
+    """The share of a response's characters that are the letter e (the training tests' learnable reward)."""
+    return [r.count("e") / max(len(r), 1) for r in responses]

@@ -17,6 +17,7 @@ checkpoint_every: 50
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -141,6 +142,9 @@ def parse_train_config(data: Any, source: str = "training config") -> TrainConfi
         raise config_error(exc, f"{source}: ") from None
 
 
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """``key.sub=value`` overrides (values read as YAML) applied to a config mapping."""
     out = yaml.safe_load(yaml.safe_dump(data)) or {}
@@ -152,6 +156,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             value = yaml.safe_load(raw)
         except yaml.YAMLError:
             raise ConfigError(f"override {item!r}: the value is not valid YAML") from None
+        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads 1e-4 as a string
         node = out
         parts = key.strip().split(".")
         for part in parts[:-1]:

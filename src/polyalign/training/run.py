@@ -130,6 +130,7 @@ class Run:
         if saved.is_file() or (self.folder / ckpt.CHECKPOINTS).exists():
             raise ConfigError(f"{str(self.folder)!r} already holds a run: pass --resume to continue it, or choose "
                               "another output folder")
+        self.accelerator.wait_for_everyone()  # every process has checked before the main one writes
         if self.main:
             check_output_dir(self.folder, "run folder")
             self.folder.mkdir(parents=True, exist_ok=True)
