@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from polyalign.errors import ConfigError
 from polyalign.evaluation.grid import Weighting, build_weightings, line_grid, simplex_grid
 from polyalign.files import read_yaml
-from polyalign.interface import GenerationConfig, check_prompts, read_prompts
+from polyalign.interface import GenerationConfig, check_prompts
 
 DEFAULT_JUDGE = "smollm2-135m-instruct"
 
@@ -83,7 +83,10 @@ class EvalConfig(_Strict):
     objectives: list[str] = Field(min_length=1)
     methods: list[MethodConfig] = Field(min_length=1)
     prompts: list[str] | None = None
-    prompts_file: Path | None = None
+    prompts_file: str | None = None
+    """A prompt source: a .txt/.jsonl/.json file (relative to the YAML file), builtin:heldout, or hf:NAME."""
+    prompt_limit: int | None = Field(None, ge=1)
+    """Use only the first N prompts of ``prompts_file``."""
     weights: WeightsConfig = Field(default_factory=lambda: WeightsConfig(simplex=11))
     value_alpha: float = Field(0.1, ge=0.0, le=1.0)
     """alpha of V = E[(1-alpha) R - alpha KL] for points generated without an alpha."""
@@ -122,7 +125,11 @@ class EvalConfig(_Strict):
         return self.baseline or self.methods[0].name
 
     def load_prompts(self) -> list[str]:
-        return check_prompts(self.prompts if self.prompts is not None else read_prompts(self.prompts_file))
+        if self.prompts is not None:
+            return check_prompts(self.prompts)
+        from polyalign.prompts import load_prompts
+
+        return check_prompts(load_prompts(self.prompts_file, limit=self.prompt_limit))
 
     def weightings(self, objectives: list[str], alphas: list[float | None]) -> list[Weighting]:
         """This config's weight grid for one method's alphas."""
@@ -145,7 +152,8 @@ def load_config(path: str | Path) -> EvalConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must be a mapping of settings, got {type(data).__name__}")
     prompts_file = data.get("prompts_file")
-    if prompts_file and not Path(prompts_file).is_absolute():
+    if isinstance(prompts_file, str) and not prompts_file.startswith(("builtin:", "hf:")) \
+            and not Path(prompts_file).is_absolute():
         data["prompts_file"] = str(path.parent / prompts_file)
     return parse_config(data, source=str(path))
 
