@@ -153,3 +153,22 @@ def test_policy_config_builds_untrained_and_trained(tiny_models, tmp_path):
     assert config.build().objectives == ["terse", "warm"]
     with pytest.raises(PolyalignError, match="does not take"):
         parse_policy({"kind": "clp", "checkpiont": str(saved)})
+
+
+def test_prompt_conditioning_writes_the_weighting_into_the_policy_prompt_only(tiny_models, tmp_path):
+    policy = CLP.create(["terse", "warm"], str(tiny_models[0]), "logit", alpha_min=ALPHA_MIN,
+                        prompt_conditioning=True)
+    gens = policy.generate(PROMPTS, [[0.3, 0.7], [1.0, 0.0], [0.5, 0.5]], 0.2, config=GREEDY)
+    text = policy.bank.tokenizer.decode(gens[0].prompt_token_ids)
+    assert "Objective weights: terse=0.30, warm=0.70. KL strength alpha=0.200." in text
+    coefficients = policy.head_weights(torch.tensor([[0.3, 0.7]] * 3, dtype=torch.float64), 0.2)
+    reference_rows, policy_rows = policy.bank.encode(PROMPTS, 0, coefficients)[0]
+    assert policy_rows[0] == gens[0].prompt_token_ids
+    assert "Objective weights" not in policy.bank.tokenizer.decode(reference_rows[0])
+    plain = Plain(Expert(str(tiny_models[0]))).generate(PROMPTS, [1.0], config=GREEDY)
+    # untrained copies are the reference: only the prompt moves the policy, and the KL sees it
+    assert ids(gens) != ids(plain) and all(abs(g.kl) > 0 for g in gens)
+    alone = [policy.generate([p], w, 0.2, config=GREEDY)[0] for p, w in
+             zip(PROMPTS, [[0.3, 0.7], [1.0, 0.0], [0.5, 0.5]], strict=True)]
+    assert ids(alone) == ids(gens)
+    assert load(policy.save(tmp_path / "c")).prompt_conditioning

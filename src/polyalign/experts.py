@@ -283,22 +283,28 @@ class ModelBank:
             groups.append(_Group(loaded, model, slots, names, [unique[s][2] for s in slots]))
         return groups
 
-    def encode(self, prompts: Sequence[str], max_new_tokens: int = 0) -> list[list[list[int]]]:
+    def encode(self, prompts: Sequence[str], max_new_tokens: int = 0, conditions: torch.Tensor | None = None
+               ) -> list[list[list[int]]]:
         """Prompt ids per group, role and prompt; refuses prompts that leave fewer than ``max_new_tokens``
-        positions of the model's context."""
+        positions of the model's context. ``conditions``: the head's weights per prompt (a bank whose prompts
+        depend on them overrides this)."""
         encoded = []
         for g in self.groups:
             tok = g.loaded.tokenizer
             encoded.append([[encode_prompt(tok, p, s, self.chat) for p in prompts] for s in g.systems])
-        if self.max_positions is not None:
-            for i in range(len(prompts)):
-                longest = max(len(ids[i]) for per_group in encoded for ids in per_group)
-                if longest + max_new_tokens > self.max_positions:
-                    raise ConfigError(
-                        f"prompt {i} is {longest} tokens long; with max_new_tokens={max_new_tokens} it needs "
-                        f"{longest + max_new_tokens} positions but the model has {self.max_positions}: shorten the "
-                        "prompt or lower max_new_tokens")
+        self.check_context(encoded, len(prompts), max_new_tokens)
         return encoded
+
+    def check_context(self, encoded: list[list[list[list[int]]]], n: int, max_new_tokens: int) -> None:
+        if self.max_positions is None:
+            return
+        for i in range(n):
+            longest = max(len(ids[i]) for per_group in encoded for ids in per_group)
+            if longest + max_new_tokens > self.max_positions:
+                raise ConfigError(
+                    f"prompt {i} is {longest} tokens long; with max_new_tokens={max_new_tokens} it needs "
+                    f"{longest + max_new_tokens} positions but the model has {self.max_positions}: shorten the "
+                    "prompt or lower max_new_tokens")
 
     def row_coefficients(self, group: _Group, conditions: torch.Tensor | None, batch: int) -> torch.Tensor | None:
         """Per-row coefficients ``[roles * batch, K]`` of a conditioned group, from the head's weights
@@ -310,7 +316,7 @@ class ModelBank:
               ) -> tuple[BankState, torch.Tensor]:
         """Prefill every row for ``prompts``; return the new generation's state and log-probs ``[U, B, V]``.
         ``conditions`` (the head's weights per prompt) reach models conditioned on them (CLP)."""
-        encoded = self.encode(prompts, max_new_tokens)
+        encoded = self.encode(prompts, max_new_tokens, conditions)
         out = torch.empty(self.n_slots, len(prompts), self.vocab_size, device=self.device)
         states = []
         for g, per_role in zip(self.groups, encoded, strict=True):
@@ -331,7 +337,7 @@ class ModelBank:
               conditions: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher-forced log-probs ``[U, B, T, V]`` of each position of ``responses`` (padded to the longest
         response T), from one cache-free forward per group."""
-        encoded = self.encode(prompts, max(len(r) for r in responses))
+        encoded = self.encode(prompts, max(len(r) for r in responses), conditions)
         longest = max(len(r) for r in responses)
         out = torch.zeros(self.n_slots, len(prompts), longest, self.vocab_size, device=self.device)
         for g, per_role in zip(self.groups, encoded, strict=True):

@@ -12,7 +12,7 @@ every selector and the reference costs no second model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from polyalign import checkpoint as ckpt
 from polyalign.conditioning import ConditionedModel, LoRAConditionedModel, condition, mix_coefficients, parse_selector
 from polyalign.decode import SelectRole
 from polyalign.errors import ConfigError, ModelLoadError
-from polyalign.experts import Expert, ModelBank, _Group
+from polyalign.experts import Expert, ModelBank, _Group, encode_prompt
 from polyalign.models import DEFAULT_MODEL, LoadedModel, load_model
 from polyalign.policies.base import EnginePolicy
 from polyalign.weights import SIMPLEX
@@ -45,14 +45,29 @@ class _CoefficientForward(nn.Module):
 
 
 class ConditionedBank(ModelBank):
-    """A bank of one conditioned model in two roles: slot 0 the reference, slot 1 the policy."""
+    """A bank of one conditioned model in two roles: slot 0 the reference, slot 1 the policy. With ``describe``
+    (CONDPROMPT) the policy's rows also read their weighting as a system prompt; the reference's never do."""
 
-    def __init__(self, loaded: LoadedModel, conditioned: Conditioned, *, chat: bool = True) -> None:
+    def __init__(self, loaded: LoadedModel, conditioned: Conditioned, *, chat: bool = True,
+                 describe: Callable[[torch.Tensor], str] | None = None) -> None:
         self.roles = [Expert(loaded.name, name="reference"), Expert(loaded.name, name="policy")]
         self._slot, self.n_slots, self.chat = [0, 1], 2, chat
-        self.conditioned = conditioned
+        self.conditioned, self.describe = conditioned, describe
         self.groups = [_Group(loaded, _CoefficientForward(conditioned), [0, 1], [None, None], [None, None])]
         self._finish()
+
+    def encode(self, prompts: Sequence[str], max_new_tokens: int = 0, conditions: torch.Tensor | None = None
+               ) -> list[list[list[int]]]:
+        if self.describe is None:
+            return super().encode(prompts, max_new_tokens)
+        if conditions is None:
+            raise ConfigError("a prompt-conditioned CLP encodes prompts with their weightings: use the CLP policy")
+        tok, chat = self.groups[0].loaded.tokenizer, self.chat
+        reference = [encode_prompt(tok, p, None, chat) for p in prompts]
+        policy = [encode_prompt(tok, p, self.describe(c), chat) for p, c in zip(prompts, conditions, strict=True)]
+        encoded = [[reference, policy]]
+        self.check_context(encoded, len(prompts), max_new_tokens)
+        return encoded
 
     def row_coefficients(self, group: _Group, conditions: torch.Tensor | None, batch: int) -> torch.Tensor:
         if conditions is None or conditions.shape != (batch, len(self.conditioned.objectives) + 1):
@@ -74,18 +89,26 @@ class CLP(EnginePolicy):
     weight_domain = SIMPLEX
     alpha_meaning = "KL strength in [alpha_min, 1]: theta mixes toward the reference by f_mix(alpha) (CLP Eq. 3-4)"
 
-    def __init__(self, conditioned: Conditioned, loaded: LoadedModel, *, chat: bool = True) -> None:
-        self.conditioned, self.loaded = conditioned, loaded
-        bank = ConditionedBank(loaded, conditioned, chat=chat)
+    def __init__(self, conditioned: Conditioned, loaded: LoadedModel, *, chat: bool = True,
+                 prompt_conditioning: bool = False) -> None:
+        self.conditioned, self.loaded, self.prompt_conditioning = conditioned, loaded, prompt_conditioning
+        bank = ConditionedBank(loaded, conditioned, chat=chat,
+                               describe=self.describe_weighting if prompt_conditioning else None)
         super().__init__(bank, SelectRole(1), 0, conditioned.objectives)
+
+    def describe_weighting(self, coefficients: torch.Tensor) -> str:
+        """CONDPROMPT (CLP Appendix A.2): the weighting as text, recovered from one row of Eq. 3's coefficients
+        ``((1 - beta) w, beta)``; the policy reads it as a system prompt."""
+        return condprompt(self.objectives, coefficients, self.conditioned.f_mix, self.alpha_min)
 
     @classmethod
     def create(cls, objectives: Sequence[str], model: str = DEFAULT_MODEL, selector: str = "lora",
                f_mix: str = "softmdp", alpha_min: float = 0.01, *, rank: int = 8, lora_alpha: float = 16.0,
                seed: int = 0, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
-               chat: bool = True) -> CLP:
+               chat: bool = True, prompt_conditioning: bool = False) -> CLP:
         """A new CLP on ``model``: m copies of the parameters chosen by ``selector`` (or m LoRA adapters for
-        ``lora[:targets]``), all equal to the reference."""
+        ``lora[:targets]``), all equal to the reference. ``prompt_conditioning`` also writes each row's weighting
+        into its prompt (CONDPROMPT, Appendix A.2)."""
         parse_selector(selector)  # a bad selector fails before the model loads
         loaded = load_model(model, device=device, dtype=dtype, cached=False)  # private: training changes it
         options: dict[str, Any] = {}
@@ -93,7 +116,7 @@ class CLP(EnginePolicy):
             options = {"rank": rank, "lora_alpha": lora_alpha,
                        "generator": torch.Generator(device=loaded.device).manual_seed(seed)}
         conditioned = condition(loaded.model, selector, objectives, f_mix, alpha_min=alpha_min, **options)
-        return cls(conditioned, loaded, chat=chat)
+        return cls(conditioned, loaded, chat=chat, prompt_conditioning=prompt_conditioning)
 
     @property
     def alpha_min(self) -> float:
@@ -111,7 +134,8 @@ class CLP(EnginePolicy):
         c = self.conditioned
         meta = {"kind": KIND, "format": 1, "base_model": self.loaded.name, "selector": c.selector,
                 "objectives": list(c.objectives), "f_mix": c.f_mix, "alpha_min": c.alpha_min,
-                "chat": self.bank.chat, "base_fingerprint": ckpt.fingerprint(c.model)}
+                "chat": self.bank.chat, "prompt_conditioning": self.prompt_conditioning,
+                "base_fingerprint": ckpt.fingerprint(c.model)}
         if isinstance(c, LoRAConditionedModel):
             meta |= {"rank": c.rank, "lora_alpha": c.scaling * c.rank}
         return meta
@@ -162,6 +186,20 @@ class CLP(EnginePolicy):
         return Expert(str(path), name=name)
 
 
+def condprompt(objectives: Sequence[str], coefficients: torch.Tensor, f_mix: str, alpha_min: float) -> str:
+    """``Objective weights: concise=0.30, sentiment=0.70. KL strength alpha=0.010.`` for a coefficient row."""
+    from polyalign.conditioning import f_mix_inverse
+
+    beta = float(coefficients[-1])
+    alpha = float(f_mix_inverse(min(max(beta, 0.0 if f_mix == "softmdp" else alpha_min), 1.0), f_mix, alpha_min))
+    if beta < 1.0:
+        w = (coefficients[:-1] / (1.0 - beta)).tolist()
+        weights = ", ".join(f"{n}={x:.2f}" for n, x in zip(objectives, w, strict=True))
+    else:
+        weights = "none (answer as the reference model)"
+    return f"Objective weights: {weights}. KL strength alpha={alpha:.3f}."
+
+
 def _save_peft_adapter(c: LoRAConditionedModel, i: int, path: Path, base: str) -> None:
     from peft import LoraConfig
 
@@ -208,7 +246,8 @@ def load_clp(path: Path, meta: dict[str, Any], *, model: str | None = None, devi
         raise ModelLoadError(f"checkpoint {where}: policy.json lacks {exc.args[0]!r}") from None
     options = {"rank": meta.get("rank", 8), "lora_alpha": meta.get("lora_alpha", 16.0)}
     policy = CLP.create(objectives, base, selector, f_mix, alpha_min, device=device, dtype=dtype,
-                        chat=meta.get("chat", True) if chat is None else chat, **options)
+                        chat=meta.get("chat", True) if chat is None else chat,
+                        prompt_conditioning=bool(meta.get("prompt_conditioning", False)), **options)
     if "base_fingerprint" in meta:
         ckpt.check_fingerprint(meta["base_fingerprint"], policy.conditioned.model, where, base)
     policy.load_trainable(ckpt.load_tensors(path / ckpt.WEIGHTS_FILE, "checkpoint weights"), where)

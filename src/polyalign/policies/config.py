@@ -154,6 +154,7 @@ class ClpConfig(PolicyConfig):
     selector: str = "lora"
     f_mix: Literal["softmdp", "linear"] = "softmdp"
     alpha_min: float = Field(0.01, gt=0.0, lt=1.0)
+    prompt_conditioning: bool = False
 
     @property
     def expert_names(self) -> list[str | None] | None:
@@ -173,7 +174,7 @@ class ClpConfig(PolicyConfig):
         if not names:
             raise ConfigError("an untrained clp policy needs its objectives (objectives: [...])")
         return CLP.create(names, self.model or DEFAULT_MODEL, self.selector, self.f_mix, self.alpha_min,
-                          **self._placement)
+                          prompt_conditioning=self.prompt_conditioning, **self._placement)
 
 
 class PythonConfig(_Strict):

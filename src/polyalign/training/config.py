@@ -43,6 +43,8 @@ class PolicySection(_Strict):
     alpha_min: float = Field(0.01, gt=0.0, lt=1.0)
     rank: int = Field(8, ge=1, description="LoRA rank (selector lora).")
     lora_alpha: float = Field(16.0, gt=0.0, description="LoRA scaling numerator (scaling = lora_alpha / rank).")
+    prompt_conditioning: bool = Field(False, description="Also write each row's weighting into its prompt "
+                                                          "(CONDPROMPT, CLP Appendix A.2).")
     device: str | None = None
     dtype: str | None = None
     chat: bool = True

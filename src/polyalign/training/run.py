@@ -74,7 +74,7 @@ def build_run(config: TrainConfig, accelerator) -> RunParts:
     torch.manual_seed(mix(config.seed, 7))
     policy = CLP.create(objectives.names, p.model, p.selector, p.f_mix, p.alpha_min, rank=p.rank,
                         lora_alpha=p.lora_alpha, seed=mix(config.seed, 3), device=p.device or accelerator.device,
-                        dtype=p.dtype, chat=p.chat)
+                        dtype=p.dtype, chat=p.chat, prompt_conditioning=p.prompt_conditioning)
     learner = Learner(policy.conditioned, policy.bank.vocab_size, _pad_id(policy.bank.tokenizer))
     o = config.optim
     optimizer = torch.optim.AdamW([
