@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.tiny import build_tokenizer, save_lora_adapter, save_model
 
@@ -49,3 +50,13 @@ def tiny_nli_model(tiny_dir, tiny_tokenizer) -> Path:
     from tests.tiny import save_classifier
 
     return save_classifier(tiny_dir / "nli", tiny_tokenizer, seed=22, num_labels=3, kind="bert", chat_template=False)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny matrices: one thread is far faster than two contending on a busy 2-core machine (use it with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -14,19 +14,12 @@ from polyalign.experts import Expert
 from polyalign.policies import MOD, Plain
 from polyalign.policies.config import parse_policy
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 PROMPTS = ["hello world", "tell me a story about a happy cat", "what is the capital of france?"]
 GREEDY = GenerationConfig(max_new_tokens=8)
 SELECTORS = ["lora", "lora:full", "logit", "full", "attn:0-0"]
 ALPHA_MIN = 0.1
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matrices: one thread is far faster than two contending on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _trained(model_dir, selector: str, seed: int = 1) -> CLP:

@@ -15,6 +15,8 @@ from polyalign import conditioning as C
 from polyalign.errors import ConfigError, PolyalignError, WeightsError
 from tests.tiny import build_model
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 VOCAB = 40
 ALPHA_MIN = 0.1
 OBJECTIVES = ["helpful", "concise", "kind"]
@@ -22,15 +24,6 @@ SELECTORS = ["full", "attn", "logit", "layers:1-1", "attn:0-0", r"regex:mlp\.(up
 W_ROWS = torch.tensor([[0.2, 0.5, 0.3], [0.0, 1.0, 0.0], [0.6, 0.0, 0.4]], dtype=torch.float64)
 ALPHA_ROWS = torch.tensor([0.3, 0.1, 0.85], dtype=torch.float64)
 EXACT = {"rtol": 0.0, "atol": 0.0}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matrices: one BLAS thread is far faster than two contending on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _ids(rows: int = 3, length: int = 6) -> torch.Tensor:

@@ -28,18 +28,12 @@ from polyalign.training.learner import Learner, make_batch
 from polyalign.training.recipe import draw_weighting, prompt_batch
 from polyalign.training.run import weights_digest
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ["hello world", "tell me a story", "what is the capital of france?", "be terse and brief",
            "be warm, kind and enthusiastic!", "the quick brown fox", "yes or no?", "a happy cat"]
 OBJECTIVES = ["python:tests.objective_plugins:letter_e", "length:unit=chars,range=0..40,clip=true"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
