@@ -19,7 +19,7 @@ import typer
 from pydantic import ValidationError
 
 from polyalign.errors import ConfigError
-from polyalign.interface import GenerationConfig, read_prompts
+from polyalign.interface import GenerationConfig, check_prompts, read_prompts
 from polyalign.models import DEFAULT_MODEL
 from polyalign.weights import parse_weights
 
@@ -91,8 +91,12 @@ def generate(
     """Decode with a policy: MOD over the experts given here, or any policy described in --policy YAML."""
     from polyalign.policies.config import load_policy, parse_policy
 
+    # Everything that needs no model is checked before the models load.
     config = _generation_config(options)
-    prompts = prompts_from(prompt, prompt_file)
+    prompts = check_prompts(prompts_from(prompt, prompt_file))
+    w = parse_weights(weights) if weights else None
+    if stream:
+        _check_stream(prompts, config, json_out)
     if policy is not None:
         if persona or adapter or expert_model:
             raise ConfigError("give --policy or expert options (--persona, --adapter, --expert-model), not both")
@@ -104,13 +108,10 @@ def generate(
         if value is not None and field in type(described).model_fields:
             described = described.model_copy(update={field: value})
     steered = described.build()
-    if not weights:
+    if w is None:
         raise ConfigError(f"--weights is required: {len(steered.objectives)} numbers, one per objective in the order "
                           f"{steered.objectives}")
-    w = parse_weights(weights)
     if stream:
-        if len(prompts) != 1:
-            raise ConfigError("--stream prints one prompt's tokens: give a single prompt")
         for event in steered.stream(prompts, w, alpha=alpha, config=config):
             if json_out:
                 print(json.dumps(asdict(event)), flush=True)
@@ -121,6 +122,15 @@ def generate(
         return
     for gen in steered.generate(prompts, w, alpha=alpha, config=config):
         print(json.dumps({**asdict(gen), "usage": asdict(gen.usage)}) if json_out else gen.text)
+
+
+def _check_stream(prompts: list[str], config: GenerationConfig, json_out: bool) -> None:
+    """Plain-text streaming prints one response: several would interleave their tokens into one garbled line."""
+    if len(prompts) != 1:
+        raise ConfigError("--stream prints one prompt's tokens: give a single prompt")
+    if config.n > 1 and not json_out:
+        raise ConfigError(f"--stream with --n {config.n} would interleave {config.n} responses in one text; add "
+                          "--json (one object per token event, with the response's index) or drop --stream")
 
 
 def _generation_config(options: dict) -> GenerationConfig:
