@@ -42,9 +42,20 @@ class ObjectiveSetLike(Protocol):
               ) -> torch.Tensor: ...
 
 
+class _Progress(Progress):
+    """A rich progress bar that vanishes when its stage fails, leaving the error line alone on stderr."""
+
+    def __exit__(self, exc_type, exc_val, exc_tb) -> None:
+        if exc_type is None or self.disable:
+            super().__exit__(exc_type, exc_val, exc_tb)
+        else:  # not Progress.stop, which adds a blank line on a non-terminal stderr
+            self.live.transient = True
+            self.live.stop()
+
+
 def progress_bar(enabled: bool) -> Progress:
     """The rich progress bar every evaluation stage uses (disabled: prints nothing)."""
-    return Progress(
+    return _Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=Console(stderr=True), disable=not enabled, transient=False,
     )

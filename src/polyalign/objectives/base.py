@@ -176,6 +176,11 @@ class _progress_bar:
         task = self.bar.add_task("scoring", total=self.total)
         return lambda k: self.bar.advance(task, k)
 
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
+    def __exit__(self, exc_type, *exc) -> None:
+        if self.bar is None:
+            return
+        if exc_type is None:
             self.bar.stop()
+        else:  # no half-done bar (nor Progress.stop's blank line) above the one error line
+            self.bar.live.transient = True
+            self.bar.live.stop()
