@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +26,40 @@ _BOMS = (
 _RESAVE = "save it as UTF-8 text"
 
 
+def as_path(path: str | Path, what: str) -> Path:
+    """``path`` as a :class:`Path`, ``~`` expanded; a name that no file can have is a :class:`FileError`."""
+    text = os.fspath(path) if isinstance(path, os.PathLike) else path
+    if not isinstance(text, str):
+        raise FileError(f"{what} must be a path, got {type(path).__name__}")
+    if "\x00" in text:
+        raise FileError(f"{what} {text!r} holds a NUL character, which no path can hold")
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:  # ~name where there is no user "name"
+        raise FileError(f"{what} {text!r}: {text.split('/')[0]!r} names no user's home directory") from None
+
+
+def _kind(path: Path, what: str) -> str | None:
+    """``"dir"``, ``"file"`` or None when nothing is there; a path the system refuses (a name too long, a loop of
+    links, no permission to look) is a :class:`FileError` naming the reason."""
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise FileError(f"{what} {str(path)!r} cannot be used: {exc.strerror or exc}") from None
+    return "dir" if stat.S_ISDIR(mode) else "file"
+
+
 def check_input_file(path: str | Path, what: str) -> Path:
     """``path`` as a :class:`Path` if it is an existing file; otherwise a :class:`FileError` saying why not."""
-    path = Path(path).expanduser()
-    if path.is_dir():
+    path = as_path(path, what)
+    kind = _kind(path, what)
+    if kind == "dir":
         raise FileError(f"{what} {str(path)!r} is a directory; give the path of a file inside it")
-    if not path.exists():
-        parent = _nearest_existing(path)
-        if parent is not None and not parent.is_dir():
+    if kind is None:
+        parent = _nearest_existing(path, what)
+        if parent is not None and _kind(parent, what) != "dir":
             raise FileError(f"{what} {str(path)!r} does not exist: {str(parent)!r} is a file, not a directory")
         raise FileError(f"{what} {str(path)!r} does not exist")
     return path
@@ -97,20 +124,20 @@ def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
         raise FileError(f"{what} {str(path)!r} is not valid YAML: {problem}{where}") from None
 
 
-def _nearest_existing(path: Path) -> Path | None:
+def _nearest_existing(path: Path, what: str) -> Path | None:
     """``path`` or its closest ancestor that exists."""
     for candidate in (path, *path.parents):
-        if candidate.exists():
+        if _kind(candidate, what) is not None:
             return candidate
     return None
 
 
 def _check_creatable(path: Path, what: str) -> None:
     """The closest existing ancestor of ``path`` is a directory we may create entries in."""
-    existing = _nearest_existing(path.parent)
+    existing = _nearest_existing(path.parent, what)
     if existing is None:
         return
-    if not existing.is_dir():
+    if _kind(existing, what) != "dir":
         raise FileError(f"{what} {str(path)!r} lies under {str(existing)!r}, which is a file, not a directory; "
                         "choose another path")
     if not os.access(existing, os.W_OK | os.X_OK):
@@ -120,10 +147,11 @@ def _check_creatable(path: Path, what: str) -> None:
 
 def check_output_file(path: str | Path, what: str = "output file") -> Path:
     """Check, before any work, that a file can be written at ``path`` (nothing is created)."""
-    path = Path(path).expanduser()
-    if path.is_dir():
+    path = as_path(path, what)
+    kind = _kind(path, what)
+    if kind == "dir":
         raise FileError(f"{what} {str(path)!r} is a directory; give a file name, e.g. {str(path / 'out')!r}")
-    if path.exists():
+    if kind is not None:
         if not os.access(path, os.W_OK):
             raise FileError(f"{what} {str(path)!r} exists and is not writable; choose another path")
         return path
@@ -133,9 +161,10 @@ def check_output_file(path: str | Path, what: str = "output file") -> Path:
 
 def check_output_dir(path: str | Path, what: str = "output folder") -> Path:
     """Check, before any work, that ``path`` is or can become a writable directory (nothing is created)."""
-    path = Path(path).expanduser()
-    if path.exists():
-        if not path.is_dir():
+    path = as_path(path, what)
+    kind = _kind(path, what)
+    if kind is not None:
+        if kind != "dir":
             raise FileError(f"{what} {str(path)!r} is a file, not a directory; choose another path")
         if not os.access(path, os.W_OK | os.X_OK):
             raise FileError(f"{what} {str(path)!r} is not writable; choose another path")
