@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
@@ -19,10 +19,35 @@ from polyalign.errors import ConfigError, WeightsError
 from polyalign.weights import REAL, WeightDomain, WeightsLike
 
 
-class GenerationConfig(BaseModel):
-    """Decoding options shared by every method (and, field by field, the CLI's ``generate`` options)."""
+class _RaisesConfigError(type(BaseModel)):
+    """``Model(...)`` raises :class:`ConfigError`; pydantic's own paths (``model_validate``, a field of another
+    model) keep their ``ValidationError``, which a custom ``__init__`` would wrap in a second one."""
+
+    def __call__(cls, *args: object, **kwargs: object):
+        try:
+            return super().__call__(*args, **kwargs)
+        except ValidationError as exc:
+            raise config_error(exc) from None
+
+
+class GenerationConfig(BaseModel, metaclass=_RaisesConfigError):
+    """Decoding options shared by every method (and, field by field, the CLI's ``generate`` options).
+
+    An invalid value, given to the constructor or assigned later, is a :class:`~polyalign.errors.ConfigError`
+    naming each bad field (``model_validate`` keeps pydantic's ``ValidationError``, for callers that format it).
+    """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name not in type(self).model_fields:
+            raise ConfigError(f"GenerationConfig has no option {name!r}; options: {', '.join(type(self).model_fields)}")
+        old = self.__dict__[name]
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as exc:
+            self.__dict__[name] = old  # pydantic keeps a value that only the model validator refused
+            raise config_error(exc) from None
 
     max_new_tokens: int = Field(64, ge=1, le=32768, description="Most tokens to generate per response.")
     min_new_tokens: int = Field(0, ge=0, description="Forbid EOS before this many tokens.")
@@ -159,16 +184,36 @@ def weight_domain(policy: object) -> WeightDomain:
 
 
 def check_prompts(prompts: Sequence[str] | str) -> list[str]:
-    """A non-empty list of non-empty prompt strings."""
+    """A non-empty list of non-empty prompt strings, each one text that a tokenizer can encode."""
     if isinstance(prompts, str):
         prompts = [prompts]
+    elif isinstance(prompts, (bytes, bytearray)) or not isinstance(prompts, Iterable):
+        raise ConfigError(f"prompts must be a string or a list of strings, got {type(prompts).__name__}")
     prompts = list(prompts)
     if not prompts:
         raise ConfigError("no prompts given")
     for i, p in enumerate(prompts):
-        if not isinstance(p, str) or not p.strip():
+        if p is not None and not isinstance(p, str):
+            raise ConfigError(f"prompt {i} is a {type(p).__name__}, not a string")
+        if not p or not p.strip():
             raise ConfigError(f"prompt {i} is empty: give some text to respond to")
+        check_text(p, f"prompt {i}")
     return prompts
+
+
+def check_text(text: str, what: str) -> str:
+    """``text`` if it is valid Unicode; a lone surrogate (what Python makes of bytes that are not UTF-8 in argv,
+    stdin or file names, or a JSON ``\\ud800`` escape) is refused, since no tokenizer can encode it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(text[exc.start])
+        if 0xDC80 <= code <= 0xDCFF:  # surrogateescape: one undecodable byte
+            raise ConfigError(f"{what} is not UTF-8 text (byte 0x{code - 0xDC00:02x} at character {exc.start}; "
+                              "Latin-1 input?): pass UTF-8 text") from None
+        raise ConfigError(f"{what} holds a lone surrogate U+{code:04X} at character {exc.start}, which is not text; "
+                          "pass valid UTF-8 text") from None
+    return text
 
 
 def check_alpha(alpha: float | None) -> float | None:

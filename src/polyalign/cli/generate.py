@@ -135,7 +135,7 @@ def _check_stream(prompts: list[str], config: GenerationConfig, json_out: bool) 
 
 def _generation_config(options: dict) -> GenerationConfig:
     try:
-        return GenerationConfig(**options)
+        return GenerationConfig.model_validate(options)  # pydantic's errors, to name the option that is wrong
     except ValidationError as exc:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "options"
