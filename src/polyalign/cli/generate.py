@@ -89,14 +89,14 @@ def generate(
     **options: Any,
 ) -> None:
     """Decode with a policy: MOD over the experts given here, or any policy described in --policy YAML."""
-    from polyalign.policies.config import load_policy, parse_policy
-
-    # Everything that needs no model is checked before the models load.
+    # Everything that needs no model is checked before the models load (or transformers is imported: a second).
     config = _generation_config(options)
     prompts = check_prompts(prompts_from(prompt, prompt_file))
     w = parse_weights(weights) if weights else None
     if stream:
         _check_stream(prompts, config, json_out)
+    from polyalign.policies.config import load_policy, parse_policy
+
     if policy is not None:
         if persona or adapter or expert_model:
             raise ConfigError("give --policy or expert options (--persona, --adapter, --expert-model), not both")
