@@ -292,9 +292,6 @@ def test_mix_coefficients(weights, alpha, f_mix, alpha_min):
         assert torch.allclose(total, torch.ones_like(total), atol=1e-6)  # Eq. 3's coefficients sum to one
 
 
-@pytest.mark.xfail(strict=True, reason="conditioning.mix_coefficients calls torch.as_tensor(alpha) before its "
-                                       "validator (check_alpha), so a non-numeric alpha raises a raw TypeError; "
-                                       "conditioning.py is outside this change")
 @pytest.mark.parametrize("alpha", ["0.5", b"x", {"a": 1}])
 def test_mix_coefficients_refuses_a_non_numeric_alpha(alpha):
     outcome(mix_coefficients, [0.5, 0.5], alpha, "softmdp", 0.1)
@@ -308,12 +305,8 @@ def test_mix_coefficients_refuses_a_non_numeric_alpha(alpha):
               st.text(string.digits + "-:() abc", max_size=8)),
     st.text(max_size=12), junk))
 def test_parse_selector(text):
-    assume(not (isinstance(text, str) and "{" in text))  # see the xfail below
     outcome(parse_selector, text)
 
 
-@pytest.mark.xfail(strict=True, reason="conditioning.parse_selector catches re.error but not the OverflowError that "
-                                       "re.compile raises for a repetition count beyond 2**32; conditioning.py is "
-                                       "outside this change")
 def test_parse_selector_refuses_a_huge_regex_repetition():
     outcome(parse_selector, "regex:q{4294967296}")

@@ -187,6 +187,14 @@ def test_training_learns_and_writes_a_loadable_run(tiny_models, prompts_file, tm
     assert sync["in_sync"] and sync["processes"] == 1
 
 
+def test_rloo_draws_k_samples_per_prompt(tiny_models, prompts_file, tmp_path):
+    data = config_data(tiny_models[0], prompts_file, tmp_path / "rloo", steps=2, estimator="rloo", rloo_k=3,
+                       batch_size=2)
+    train(parse_train_config(data), progress=False)
+    lines = [json.loads(ln) for ln in (tmp_path / "rloo" / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 2 and "value_error" not in lines[0] and lines[0]["grad_norm"] > 0
+
+
 def _cli(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "polyalign.cli", *args], cwd=ROOT, env=env,

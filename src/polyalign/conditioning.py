@@ -102,8 +102,11 @@ def mix_coefficients(weights: WeightsLike, alpha: AlphaLike, f_mix: str, alpha_m
     Returns float64 ``[m]``, ``[]`` for one weighting, ``[B, m]``, ``[B]`` per row.
     """
     w, batched = _simplex_weights(weights, objectives)
-    a = torch.tensor(float(alpha_min), dtype=torch.float64) if alpha is None else torch.as_tensor(
-        alpha, dtype=torch.float64)
+    try:
+        a = torch.tensor(float(alpha_min), dtype=torch.float64) if alpha is None else torch.as_tensor(
+            alpha, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise WeightsError(f"alpha must be a number in [alpha_min, 1], one or one per row, got {alpha!r}") from None
     if a.ndim > 1 or (a.ndim == 1 and a.shape[0] not in (1, w.shape[0])):
         raise WeightsError(f"alpha must be one number or one per row ({w.shape[0]}), got shape {tuple(a.shape)}")
     beta = _f_mix(a, f_mix, alpha_min).expand(w.shape[0])
@@ -212,7 +215,7 @@ def parse_selector(text: str) -> Selector:
     if head == "regex" and sep:
         try:
             return Selector(text, "regex", pattern=re.compile(rest))
-        except re.error as exc:
+        except (re.error, OverflowError, RecursionError) as exc:  # huge repeat counts overflow, not re.error
             raise ConfigError(f"selector {text!r}: invalid regular expression ({exc})") from None
     if head in ("layers", "attn") and sep:
         return Selector(text, head, layers=_parse_range(text, rest))
@@ -391,6 +394,7 @@ class ConditionedModel(nn.Module):
         _freeze_replaced(model, self.names)
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple, dict[str, Tensor]] = OrderedDict()
+        self._cache_state: tuple | None = None
 
     def reference(self, k: int) -> Tensor:
         """theta_ref of ``names[k]`` (frozen)."""
@@ -416,7 +420,11 @@ class ConditionedModel(nn.Module):
         copy_c, ref_c = coefficients[:-1], coefficients[-1]
         if torch.is_grad_enabled():
             return self._mix(copy_c, ref_c)
-        key = (tuple(coefficients.tolist()), self._state_key())
+        state = self._state_key()
+        if state != self._cache_state:  # the copies changed (a training step): every entry is stale
+            self._cache.clear()
+            self._cache_state = state
+        key = tuple(coefficients.tolist())
         if key not in self._cache:
             self._cache[key] = self._mix(copy_c, ref_c)
             while len(self._cache) > self.cache_size:
@@ -434,6 +442,12 @@ class ConditionedModel(nn.Module):
                 *(self.reference(k)._version for k in range(len(self.names))))
 
     def _mix(self, copy_c: Tensor, ref_c: Tensor) -> dict[str, Tensor]:
+        sources = [*self.copies, None]
+        coefficients = [*copy_c.tolist(), float(ref_c)]
+        alone = [j for j, c in enumerate(coefficients) if c != 0.0]
+        if len(alone) == 1 and coefficients[alone[0]] == 1.0:  # one copy, or the reference: itself, no new memory
+            source = sources[alone[0]]
+            return {name: self.reference(k) if source is None else source[k] for k, name in enumerate(self.names)}
         mixed = {}
         for k, name in enumerate(self.names):
             out = self.reference(k) * float(ref_c)

@@ -20,6 +20,13 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         raise ConfigError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N' ({exc})") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} asked for but CUDA is not available here; use 'cpu' or 'auto'")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {device!r} asked for but Apple's MPS is not available here; use 'cpu' or 'auto'")
+    if dev.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise ConfigError(f"device {device!r} cannot run a model here ({dev.type!r} holds no data or is not "
+                          "supported): use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    if dev.type == "xpu" and not (hasattr(torch, "xpu") and torch.xpu.is_available()):
+        raise ConfigError(f"device {device!r} asked for but no Intel XPU is available here; use 'cpu' or 'auto'")
     return dev
 
 

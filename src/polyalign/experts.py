@@ -40,6 +40,14 @@ class Expert:
     system_prompt: str | None = None
     name: str | None = None
 
+    def __post_init__(self) -> None:
+        from polyalign.interface import check_text
+
+        if self.system_prompt is not None:
+            if not isinstance(self.system_prompt, str):
+                raise ConfigError(f"a system prompt must be text, got {type(self.system_prompt).__name__}")
+            check_text(self.system_prompt, f"the system prompt of {self.name or self.model!r}")
+
     @property
     def label(self) -> str:
         if self.name:

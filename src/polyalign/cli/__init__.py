@@ -59,11 +59,27 @@ def _usage_error(exc: BaseException) -> str | None:
     return None
 
 
+def _quiet_libraries() -> None:
+    """Deprecation notices of torch/transformers/peft internals are not the user's to act on: keep stderr for
+    polyalign's own lines (``--debug`` shows everything)."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning user errors into one line and exit code 2."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
         args = ["--help"]
+    if not _debugging(args):
+        _quiet_libraries()
     try:
         code = app(args=args, standalone_mode=False)
     except KeyboardInterrupt:

@@ -17,7 +17,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from polyalign.errors import ConfigError, ObjectiveError
+from polyalign.errors import ConfigError, ObjectiveError, PolyalignError
 from polyalign.interface import SteerablePolicy, config_error
 from polyalign.models import DEFAULT_MODEL
 
@@ -194,8 +194,11 @@ class PythonConfig(_Strict):
             raise ConfigError(str(exc)) from None
         try:
             policy = fn(**self.args)
-        except TypeError as exc:
-            raise ConfigError(f"policy factory {self.factory}: {exc}") from None
+        except PolyalignError:
+            raise
+        except Exception as exc:  # the user's code: one line naming it, their exception kept as the cause
+            message = str(exc).splitlines()[0] if str(exc) else ""
+            raise ConfigError(f"policy factory {self.factory} raised {type(exc).__name__}: {message}") from exc
         if not hasattr(policy, "objectives") or not callable(getattr(policy, "generate", None)):
             raise ConfigError(f"{self.factory} returned {type(policy).__name__}, not a SteerablePolicy (it needs "
                               ".objectives and .generate)")

@@ -118,7 +118,8 @@ def loss_terms(learner: Learner, batch_rollout: Rollout, weights: torch.Tensor, 
     metrics: dict[str, float] = {"entropy": float(entropy)}
     if config.estimator == "rloo":
         advantages = E.rloo_advantages(reward, config.rloo_k)
-        loss = E.policy_gradient_loss(logprobs, mask, advantages)
+        # RLOO needs no value model; a zero term keeps its parameters in the graph, as DDP expects
+        loss = E.policy_gradient_loss(logprobs, mask, advantages) + 0.0 * values.sum()
     else:
         value = E.combined_value(values, weights.to(device))
         raw = reward - value.detach().double()
