@@ -298,8 +298,8 @@ def test_policy_domains_and_alpha_meaning(tiny_models):
         dera.generate("hi", [1.0], alpha=0.1)
     with pytest.raises(ConfigError, match="does not take \\['temperature'\\]"):
         parse_policy({"kind": "dera", "aligned": a, "temperature": 2})
-    with pytest.raises(ConfigError, match="unknown policy kind 'clp'"):
-        parse_policy({"kind": "clp"})
+    with pytest.raises(ConfigError, match="unknown policy kind 'nonesuch'; known kinds: clp, dera"):
+        parse_policy({"kind": "nonesuch"})
 
 
 # -- defects of the first engine, one test each ------------------------------------------------------------------

@@ -121,7 +121,10 @@ def test_a_file_is_not_a_model_directory(tmp_path):
 
 
 def test_hub_id_offline_is_one_line_and_checked_up_front(monkeypatch, capsys, caplog):
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import: the env is too late
     with pytest.raises(ModelLoadError, match="neither a local path nor in the Hugging Face cache"):
         models.check_spec("polyalign-test/no-such-model")
     with pytest.raises(ModelLoadError) as info:
