@@ -29,13 +29,7 @@ from polyalign.interface import Generation, GenerationConfig
 from polyalign.training import estimators as E
 from polyalign.training.config import TrainConfig
 from polyalign.training.learner import Learner, make_batch
-
-
-def mix_seed(*parts: int) -> int:
-    """A 63-bit seed from integers, independent for every tuple (numpy's SeedSequence)."""
-    import numpy as np
-
-    return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)[0] >> 1)
+from polyalign.training.run import Run, build_run, mix_seed
 
 
 def draw_weighting(config: TrainConfig, step: int) -> tuple[torch.Tensor, float]:
@@ -137,7 +131,6 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
-    from polyalign.training.run import Run, build_run
 
     accelerator = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
                               log_with=config.log_with or None, project_dir=str(config.run_dir))

@@ -71,9 +71,9 @@ def build_run(config: TrainConfig, accelerator) -> RunParts:
     objectives = build_objectives(config)  # cheap checks before the model loads
     prompts = load_prompts(config.prompts, limit=config.prompt_limit)
     p = config.policy
-    torch.manual_seed(mix(config.seed, 7))
+    torch.manual_seed(mix_seed(config.seed, 7))
     policy = CLP.create(objectives.names, p.model, p.selector, p.f_mix, p.alpha_min, rank=p.rank,
-                        lora_alpha=p.lora_alpha, seed=mix(config.seed, 3), device=p.device or accelerator.device,
+                        lora_alpha=p.lora_alpha, seed=mix_seed(config.seed, 3), device=p.device or accelerator.device,
                         dtype=p.dtype, chat=p.chat, prompt_conditioning=p.prompt_conditioning)
     learner = Learner(policy.conditioned, policy.bank.vocab_size, _pad_id(policy.bank.tokenizer))
     o = config.optim
@@ -86,10 +86,9 @@ def build_run(config: TrainConfig, accelerator) -> RunParts:
     return RunParts(policy, learner, objectives, prompts, optimizer, scheduler)
 
 
-def mix(*parts: int) -> int:
-    from polyalign.training.recipe import mix_seed
-
-    return mix_seed(*parts)
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from integers, independent for every tuple (numpy's SeedSequence)."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)[0] >> 1)
 
 
 def _pad_id(tokenizer) -> int:
