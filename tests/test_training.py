@@ -163,6 +163,26 @@ def test_learner_log_probs_equal_teacher_forcing(tiny_models):
     assert all(p.grad is not None for p in learner.policy_parameters())
 
 
+@pytest.mark.parametrize("prompt_conditioning", [False, True])
+def test_teacher_forced_reference_kl_equals_the_kl_decoded_with_the_reference(tiny_models, prompt_conditioning):
+    from polyalign import CLP, GenerationConfig
+    from polyalign.training.recipe import reference_kl
+
+    policy = CLP.create(["a", "b"], str(tiny_models[0]), "lora:full", alpha_min=0.05, rank=4,
+                        prompt_conditioning=prompt_conditioning)
+    with torch.no_grad():
+        for t in policy.trainable_state().values():
+            t.add_(0.3 * torch.randn(t.shape, generator=torch.Generator().manual_seed(4)))
+    config = GenerationConfig(max_new_tokens=7, strategy="sample", seed=2)
+    both = policy.generate(PROMPTS[:4], [0.7, 0.3], 0.2, config)
+    alone = policy.without_reference().generate(PROMPTS[:4], [0.7, 0.3], 0.2, config)
+    assert [g.token_ids for g in alone] == [g.token_ids for g in both] and alone[0].ref_logprobs is None
+    learner = Learner(policy.conditioned, policy.bank.vocab_size, 0)
+    kl = reference_kl(learner, policy, PROMPTS[:4], alone)
+    assert kl.tolist() == pytest.approx([g.kl for g in both], abs=1e-4)
+    assert float(kl.abs().sum()) > 0.1
+
+
 # -- runs -------------------------------------------------------------------------------------------------------
 
 def test_training_learns_and_writes_a_loadable_run(tiny_models, prompts_file, tmp_path):

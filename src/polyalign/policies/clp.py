@@ -45,15 +45,18 @@ class _CoefficientForward(nn.Module):
 
 
 class ConditionedBank(ModelBank):
-    """A bank of one conditioned model in two roles: slot 0 the reference, slot 1 the policy. With ``describe``
-    (CONDPROMPT) the policy's rows also read their weighting as a system prompt; the reference's never do."""
+    """A bank of one conditioned model in two roles: slot 0 the reference, slot 1 the policy (or the policy alone,
+    slot 0, with ``reference=False``). With ``describe`` (CONDPROMPT) the policy's rows also read their weighting
+    as a system prompt; the reference's never do."""
 
     def __init__(self, loaded: LoadedModel, conditioned: Conditioned, *, chat: bool = True,
-                 describe: Callable[[torch.Tensor], str] | None = None) -> None:
-        self.roles = [Expert(loaded.name, name="reference"), Expert(loaded.name, name="policy")]
-        self._slot, self.n_slots, self.chat = [0, 1], 2, chat
-        self.conditioned, self.describe = conditioned, describe
-        self.groups = [_Group(loaded, _CoefficientForward(conditioned), [0, 1], [None, None], [None, None])]
+                 describe: Callable[[torch.Tensor], str] | None = None, reference: bool = True) -> None:
+        names = ["reference", "policy"] if reference else ["policy"]
+        self.roles = [Expert(loaded.name, name=n) for n in names]
+        self._slot, self.n_slots, self.chat = list(range(len(names))), len(names), chat
+        self.conditioned, self.describe, self.with_reference = conditioned, describe, reference
+        none = [None] * len(names)
+        self.groups = [_Group(loaded, _CoefficientForward(conditioned), list(range(len(names))), none, none)]
         self._finish()
 
     def encode(self, prompts: Sequence[str], max_new_tokens: int = 0, conditions: torch.Tensor | None = None
@@ -63,18 +66,25 @@ class ConditionedBank(ModelBank):
         if conditions is None:
             raise ConfigError("a prompt-conditioned CLP encodes prompts with their weightings: use the CLP policy")
         tok, chat = self.groups[0].loaded.tokenizer, self.chat
-        reference = [encode_prompt(tok, p, None, chat) for p in prompts]
         policy = [encode_prompt(tok, p, self.describe(c), chat) for p, c in zip(prompts, conditions, strict=True)]
-        encoded = [[reference, policy]]
+        encoded = [[[encode_prompt(tok, p, None, chat) for p in prompts], policy] if self.with_reference
+                   else [policy]]
         self.check_context(encoded, len(prompts), max_new_tokens)
         return encoded
 
     def row_coefficients(self, group: _Group, conditions: torch.Tensor | None, batch: int) -> torch.Tensor:
         if conditions is None or conditions.shape != (batch, len(self.conditioned.objectives) + 1):
             raise ConfigError("a CLP bank decodes with Eq. 3's coefficients per prompt: use the CLP policy")
-        reference = torch.zeros_like(conditions, dtype=torch.float64)
-        reference[:, -1] = 1.0
-        return torch.cat([reference, conditions.double()]).to(self.device)
+        if not self.with_reference:
+            return conditions.double().to(self.device)
+        return torch.cat([reference_coefficients(conditions), conditions.double()]).to(self.device)
+
+
+def reference_coefficients(like: torch.Tensor) -> torch.Tensor:
+    """Eq. 3's coefficients of pi_ref, ``(0, ..., 0, 1)``, one row per row of ``like [B, m + 1]``."""
+    reference = torch.zeros_like(like, dtype=torch.float64)
+    reference[:, -1] = 1.0
+    return reference
 
 
 class CLP(EnginePolicy):
@@ -90,11 +100,25 @@ class CLP(EnginePolicy):
     alpha_meaning = "KL strength in [alpha_min, 1]: theta mixes toward the reference by f_mix(alpha) (CLP Eq. 3-4)"
 
     def __init__(self, conditioned: Conditioned, loaded: LoadedModel, *, chat: bool = True,
-                 prompt_conditioning: bool = False) -> None:
+                 prompt_conditioning: bool = False, decode_reference: bool = True) -> None:
         self.conditioned, self.loaded, self.prompt_conditioning = conditioned, loaded, prompt_conditioning
-        bank = ConditionedBank(loaded, conditioned, chat=chat,
+        bank = ConditionedBank(loaded, conditioned, chat=chat, reference=decode_reference,
                                describe=self.describe_weighting if prompt_conditioning else None)
-        super().__init__(bank, SelectRole(1), 0, conditioned.objectives)
+        if decode_reference:
+            super().__init__(bank, SelectRole(1), 0, conditioned.objectives)
+        else:  # the trainer scores the reference by teacher forcing instead (half the rows to decode)
+            super().__init__(bank, SelectRole(0), None, conditioned.objectives)
+
+    def without_reference(self) -> CLP:
+        """The same policy (sharing its copies) decoding the policy rows only: no ``ref_logprobs``, half the rows.
+        Training scores the reference afterwards by teacher forcing (:mod:`polyalign.training.recipe`)."""
+        return CLP(self.conditioned, self.loaded, chat=self.bank.chat, prompt_conditioning=self.prompt_conditioning,
+                   decode_reference=False)
+
+    def reference_prompt_ids(self, prompts: Sequence[str]) -> list[list[int]]:
+        """What the reference reads for each prompt (no CONDPROMPT text): the prompt ids its log-probs need."""
+        tok = self.bank.tokenizer
+        return [encode_prompt(tok, p, None, self.bank.chat) for p in prompts]
 
     def describe_weighting(self, coefficients: torch.Tensor) -> str:
         """CONDPROMPT (CLP Appendix A.2): the weighting as text, recovered from one row of Eq. 3's coefficients

@@ -63,15 +63,23 @@ class Learner(nn.Module):
     def policy_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.conditioned.parameters() if p.requires_grad]
 
-    def forward(self, batch: Batch, coefficients: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Per-token log-probs of the responses ``[B, T]``, the value model's outputs ``[B, m]`` and the mean
-        entropy of the policy over response positions (detached, for the metrics)."""
+    def _run(self, batch: Batch, coefficients: Tensor, hidden: bool):
         length = batch.response_ids.shape[1]
         out = self.conditioned.forward_coefficients(
             input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
-            coefficients=coefficients, output_hidden_states=True, use_cache=False, logits_to_keep=length + 1)
+            coefficients=coefficients, output_hidden_states=hidden, use_cache=False, logits_to_keep=length + 1)
         logprobs = torch.log_softmax(out.logits[:, :-1, : self.vocab_size].float(), dim=-1)
-        tokens = logprobs.gather(-1, batch.response_ids.unsqueeze(-1)).squeeze(-1)
+        return out, logprobs, logprobs.gather(-1, batch.response_ids.unsqueeze(-1)).squeeze(-1)
+
+    @torch.no_grad()
+    def token_logprobs(self, batch: Batch, coefficients: Tensor) -> Tensor:
+        """Per-token log-probs ``[B, T]`` of the responses at ``coefficients`` (e.g. the reference's), no grad."""
+        return self._run(batch, coefficients, hidden=False)[2]
+
+    def forward(self, batch: Batch, coefficients: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-token log-probs of the responses ``[B, T]``, the value model's outputs ``[B, m]`` and the mean
+        entropy of the policy over response positions (detached, for the metrics)."""
+        out, logprobs, tokens = self._run(batch, coefficients, hidden=True)
         features = out.hidden_states[-1][:, batch.prompt_width - 1].detach().float()
         features = nn.functional.layer_norm(features, features.shape[-1:])  # a scale the value lr can trust
         with torch.no_grad():

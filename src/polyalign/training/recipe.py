@@ -73,6 +73,7 @@ class Rollout:
     reward: torch.Tensor
     """The scalarised reward ``(1 - alpha) w . R - alpha KL`` ``[B]``."""
     seconds_generate: float
+    """Sampling, and the reference's teacher-forced log-probs for the KL."""
     seconds_score: float
 
 
@@ -82,17 +83,40 @@ def generate(policy, prompts: list[str], weights: torch.Tensor, alpha: float, co
     return policy.generate(prompts, weights.tolist(), alpha, config.model_copy(update={"seed": seed}))
 
 
-def rollout(policy, objectives, prompts: list[str], weights: torch.Tensor, alpha: float, config: TrainConfig,
-            seed: int) -> Rollout:
-    """Generate, score and scalarise one micro-batch (RLOO: ``rloo_k`` samples per prompt)."""
+def reference_kl(learner: Learner, policy, prompts: list[str], gens: list[Generation]) -> torch.Tensor:
+    """KL(pi || pi_ref) of each sampled response, summed over its tokens: the policy's log-probs come from
+    decoding, the reference's from one teacher-forced forward at its coefficients ``(0, ..., 0, 1)`` (the
+    reference reads the prompt without CONDPROMPT text). Decoding then needs only the policy's rows."""
+    from polyalign.policies.clp import reference_coefficients
+
+    kept = [j for j, g in enumerate(gens) if g.token_ids]
+    kl = torch.zeros(len(gens), dtype=torch.float64)
+    if not kept:
+        return kl
+    device = next(learner.parameters()).device
+    prompt_ids = policy.reference_prompt_ids([prompts[j] for j in kept])
+    batch = make_batch(prompt_ids, [gens[j].token_ids for j in kept], learner.pad_id, device)
+    coefficients = reference_coefficients(torch.zeros(1, len(policy.objectives) + 1)).to(device)
+    ref = learner.token_logprobs(batch, coefficients).double().cpu()
+    for row, j in enumerate(kept):
+        n = len(gens[j].token_ids)
+        kl[j] = float(E.sequence_kl(torch.tensor(gens[j].logprobs, dtype=torch.float64), ref[row, :n],
+                                    torch.ones(n, dtype=torch.float64)))
+    return kl
+
+
+def rollout(policy, learner: Learner, objectives, prompts: list[str], weights: torch.Tensor, alpha: float,
+            config: TrainConfig, seed: int) -> Rollout:
+    """Generate, score and scalarise one micro-batch (RLOO: ``rloo_k`` samples per prompt). ``policy`` decodes
+    the policy's rows only (:meth:`CLP.without_reference`); the KL's reference is teacher-forced."""
     k = config.rloo_k if config.estimator == "rloo" else 1
     rows = [p for p in prompts for _ in range(k)]
     t0 = time.perf_counter()
     gens = generate(policy, rows, weights, alpha, config.generation, seed)
+    kl = reference_kl(learner, policy, rows, gens)
     t1 = time.perf_counter()
     rewards = objectives.score(rows, [g.text for g in gens])
     t2 = time.perf_counter()
-    kl = torch.tensor([g.kl for g in gens], dtype=torch.float64)
     reward = E.scalarised_reward(rewards, weights, alpha, kl)
     return Rollout(rows, gens, rewards, kl, reward, t1 - t0, t2 - t1)
 
@@ -136,7 +160,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
                               log_with=config.log_with or None, project_dir=str(config.run_dir))
     parts = build_run(config, accelerator)
     run = Run(config, accelerator, parts, resume=resume, progress=progress)
-    policy, objectives = parts.policy, parts.objectives
+    policy, objectives = parts.policy.without_reference(), parts.objectives
     world, rank = accelerator.num_processes, accelerator.process_index
     accumulation = config.optim.accumulation_steps
     for step in run.steps():
@@ -146,7 +170,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         records = []
         for micro in range(accumulation):
             prompts = prompt_batch(parts.prompts, config, step, micro, rank, world)
-            batch_rollout = rollout(policy, objectives, prompts, weights, alpha, config,
+            batch_rollout = rollout(policy, parts.learner, objectives, prompts, weights, alpha, config,
                                     mix_seed(config.seed, step, micro, 2 + rank))
             t0 = time.perf_counter()
             sync = nullcontext() if micro == accumulation - 1 else accelerator.no_sync(run.model)
