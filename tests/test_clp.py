@@ -165,3 +165,27 @@ def test_prompt_conditioning_writes_the_weighting_into_the_policy_prompt_only(ti
              zip(PROMPTS, [[0.3, 0.7], [1.0, 0.0], [0.5, 0.5]], strict=True)]
     assert ids(alone) == ids(gens)
     assert load(policy.save(tmp_path / "c")).prompt_conditioning
+
+
+def test_two_threads_and_interleaved_sessions_on_one_policy_give_what_they_give_alone(policy):
+    import threading
+
+    weights = ([1.0, 0.0], [0.0, 1.0])
+    alone = [ids(policy.generate(PROMPTS, w, config=GREEDY)) for w in weights]
+    def run(i: int, out: list) -> None:
+        out[i] = ids(policy.generate(PROMPTS, weights[i], config=GREEDY))
+
+    for _ in range(3):
+        out: list = [None, None]
+        threads = [threading.Thread(target=run, args=(i, out)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert out == alone
+    first, second = (policy.start(PROMPTS, w, config=GREEDY) for w in weights)
+    while not (first.done and second.done):
+        for session in (second, first):
+            if not session.done:
+                session.step()
+    assert [[d.ids for d in s.drafts] for s in (first, second)] == alone

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -314,23 +315,30 @@ def _is_affine_owner(module: nn.Module) -> bool:
 RowForward = Callable[..., Tensor]
 
 
+_PATCHING = threading.RLock()
+
+
 @contextmanager
 def _patched(modules: dict[str, nn.Module], make: Callable[[str, nn.Module, RowForward], RowForward]
              ) -> Iterator[set[str]]:
     """Replace each module's forward by ``make(name, module, original)`` for the duration; yields the set of
-    module names that actually ran (a parent that reads a weight directly bypasses its module's forward)."""
-    saved = {name: module.__dict__.get("forward") for name, module in modules.items()}
-    called: set[str] = set()
-    try:
-        for name, module in modules.items():
-            module.forward = _recording(name, called, make(name, module, module.forward))
-        yield called
-    finally:
-        for name, module in modules.items():
-            if saved[name] is None:
-                del module.forward
-            else:
-                module.forward = saved[name]
+    module names that actually ran (a parent that reads a weight directly bypasses its module's forward).
+
+    The patched forwards carry one call's coefficients, so two threads must never run inside at once: a lock
+    holds for the duration (a second thread's forward waits instead of mixing with the first one's weights)."""
+    with _PATCHING:
+        saved = {name: module.__dict__.get("forward") for name, module in modules.items()}
+        called: set[str] = set()
+        try:
+            for name, module in modules.items():
+                module.forward = _recording(name, called, make(name, module, module.forward))
+            yield called
+        finally:
+            for name, module in modules.items():
+                if saved[name] is None:
+                    del module.forward
+                else:
+                    module.forward = saved[name]
 
 
 def _recording(name: str, called: set[str], forward: RowForward) -> RowForward:
@@ -589,9 +597,9 @@ def _grouped_outputs(module: nn.Module, groups: list[tuple[Tensor, Tensor | None
         parts.append((index, functional_call(module, params_of(g), (x[index], *rest), kwargs, tie_weights=False,
                                              strict=False)))
     first = parts[0][1]
-    out = first.new_zeros((x.shape[0], *first.shape[1:]))
-    for index, y in parts:
-        out = out.index_copy(0, index, y)
+    out = first.new_empty((x.shape[0], *first.shape[1:]))
+    for index, y in parts:  # the groups partition the rows: every row is written once
+        out.index_copy_(0, index, y)
     return out
 
 
