@@ -29,7 +29,6 @@ def _trained(model_dir, selector: str, seed: int = 1) -> CLP:
     with torch.no_grad():
         for t in policy.trainable_state().values():
             t.add_(0.5 * torch.randn(t.shape, generator=g, dtype=t.dtype))
-    policy.conditioned.clear_cache() if hasattr(policy.conditioned, "clear_cache") else None
     return policy
 
 

@@ -544,7 +544,7 @@ class ConditionedModel(nn.Module):
 
         Tied aliases of which only some were conditioned get different tensors: save with untied embeddings.
         """
-        _check_index(i, len(self.objectives))
+        check_copy_index(i, len(self.objectives))
         state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         for k, name in enumerate(self.names):
             state[name] = self.copies[i][k].detach().clone()
@@ -632,7 +632,8 @@ def _check_objectives(objectives: Sequence[str]) -> list[str]:
     return names
 
 
-def _check_index(i: int, m: int) -> None:
+def check_copy_index(i: int, m: int) -> None:
+    """Refuse anything but an integer copy index in [0, m)."""
     if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < m:
         raise ConfigError(f"copy index must be an integer in [0, {m - 1}], got {i!r}")
 
@@ -685,7 +686,7 @@ class LoRAConditionedModel(nn.Module):
 
     def lora_delta(self, i: int, name: str) -> Tensor:
         """Adapter i's weight delta ``scaling * B_i A_i`` for the target weight ``name``."""
-        _check_index(i, len(self.objectives))
+        check_copy_index(i, len(self.objectives))
         k = self._index(name)
         return self.scaling * self.lora_B[i][k] @ self.lora_A[i][k]
 

@@ -13,6 +13,7 @@ every selector and the reference costs no second model.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,15 @@ import torch
 from torch import nn
 
 from polyalign import checkpoint as ckpt
-from polyalign.conditioning import ConditionedModel, LoRAConditionedModel, condition, mix_coefficients, parse_selector
+from polyalign.conditioning import (
+    ConditionedModel,
+    LoRAConditionedModel,
+    check_copy_index,
+    condition,
+    f_mix_inverse,
+    mix_coefficients,
+    parse_selector,
+)
 from polyalign.decode import SelectRole
 from polyalign.errors import ConfigError, ModelLoadError
 from polyalign.experts import Expert, ModelBank, _Group, encode_prompt
@@ -65,24 +74,28 @@ class ConditionedBank(ModelBank):
             return super().encode(prompts, max_new_tokens)
         if conditions is None:
             raise ConfigError("a prompt-conditioned CLP encodes prompts with their weightings: use the CLP policy")
-        tok, chat = self.groups[0].loaded.tokenizer, self.chat
+        tok, chat = self.tokenizer, self.chat
         policy = [encode_prompt(tok, p, self.describe(c), chat) for p, c in zip(prompts, conditions, strict=True)]
-        encoded = [[[encode_prompt(tok, p, None, chat) for p in prompts], policy] if self.with_reference
-                   else [policy]]
+        encoded = [[self.reference_ids(prompts), policy] if self.with_reference else [policy]]
         self.check_context(encoded, len(prompts), max_new_tokens)
         return encoded
+
+    def reference_ids(self, prompts: Sequence[str]) -> list[list[int]]:
+        """What the reference reads for each prompt: never the CONDPROMPT text."""
+        return [encode_prompt(self.tokenizer, p, None, self.chat) for p in prompts]
 
     def row_coefficients(self, group: _Group, conditions: torch.Tensor | None, batch: int) -> torch.Tensor:
         if conditions is None or conditions.shape != (batch, len(self.conditioned.objectives) + 1):
             raise ConfigError("a CLP bank decodes with Eq. 3's coefficients per prompt: use the CLP policy")
         if not self.with_reference:
             return conditions.double().to(self.device)
-        return torch.cat([reference_coefficients(conditions), conditions.double()]).to(self.device)
+        reference = reference_coefficients(batch, len(self.conditioned.objectives))
+        return torch.cat([reference, conditions.double()]).to(self.device)
 
 
-def reference_coefficients(like: torch.Tensor) -> torch.Tensor:
-    """Eq. 3's coefficients of pi_ref, ``(0, ..., 0, 1)``, one row per row of ``like [B, m + 1]``."""
-    reference = torch.zeros_like(like, dtype=torch.float64)
+def reference_coefficients(rows: int, m: int) -> torch.Tensor:
+    """Eq. 3's coefficients of pi_ref, ``(0, ..., 0, 1)``: float64 ``[rows, m + 1]``."""
+    reference = torch.zeros(rows, m + 1, dtype=torch.float64)
     reference[:, -1] = 1.0
     return reference
 
@@ -117,8 +130,7 @@ class CLP(EnginePolicy):
 
     def reference_prompt_ids(self, prompts: Sequence[str]) -> list[list[int]]:
         """What the reference reads for each prompt (no CONDPROMPT text): the prompt ids its log-probs need."""
-        tok = self.bank.tokenizer
-        return [encode_prompt(tok, p, None, self.bank.chat) for p in prompts]
+        return self.bank.reference_ids(prompts)
 
     def describe_weighting(self, coefficients: torch.Tensor) -> str:
         """CONDPROMPT (CLP Appendix A.2): the weighting as text, recovered from one row of Eq. 3's coefficients
@@ -133,10 +145,10 @@ class CLP(EnginePolicy):
         """A new CLP on ``model``: m copies of the parameters chosen by ``selector`` (or m LoRA adapters for
         ``lora[:targets]``), all equal to the reference. ``prompt_conditioning`` also writes each row's weighting
         into its prompt (CONDPROMPT, Appendix A.2)."""
-        parse_selector(selector)  # a bad selector fails before the model loads
+        lora = parse_selector(selector).kind == "lora"  # a bad selector fails before the model loads
         loaded = load_model(model, device=device, dtype=dtype, cached=False)  # private: training changes it
         options: dict[str, Any] = {}
-        if parse_selector(selector).kind == "lora":
+        if lora:
             options = {"rank": rank, "lora_alpha": lora_alpha,
                        "generator": torch.Generator(device=loaded.device).manual_seed(seed)}
         conditioned = condition(loaded.model, selector, objectives, f_mix, alpha_min=alpha_min, **options)
@@ -159,10 +171,15 @@ class CLP(EnginePolicy):
         meta = {"kind": KIND, "format": 1, "base_model": self.loaded.name, "selector": c.selector,
                 "objectives": list(c.objectives), "f_mix": c.f_mix, "alpha_min": c.alpha_min,
                 "chat": self.bank.chat, "prompt_conditioning": self.prompt_conditioning,
-                "base_fingerprint": ckpt.fingerprint(c.model)}
+                "base_fingerprint": self.base_fingerprint}
         if isinstance(c, LoRAConditionedModel):
             meta |= {"rank": c.rank, "lora_alpha": c.scaling * c.rank}
         return meta
+
+    @cached_property
+    def base_fingerprint(self) -> dict[str, Any]:
+        """The frozen base model's fingerprint, computed once (it never changes; every checkpoint records it)."""
+        return ckpt.fingerprint(self.conditioned.model)
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """The copies (or LoRA factors): everything a checkpoint stores besides the frozen base."""
@@ -194,6 +211,13 @@ class CLP(EnginePolicy):
             for name, target in own.items():
                 target.copy_(tensors[name])
 
+    def restore(self, folder: Path, meta: dict[str, Any], base: str) -> None:
+        """The copies of the checkpoint in ``folder``, after refusing one trained on another base model."""
+        where = repr(str(folder))
+        if "base_fingerprint" in meta:
+            ckpt.check_fingerprint(meta["base_fingerprint"], self.conditioned.model, where, base)
+        self.load_trainable(ckpt.load_tensors(folder / ckpt.WEIGHTS_FILE, "checkpoint weights"), where)
+
     # -- exports -----------------------------------------------------------------------------------------------
 
     def export_expert(self, i: int, path: str | Path) -> Expert:
@@ -201,19 +225,16 @@ class CLP(EnginePolicy):
         model directory otherwise. Returns the :class:`Expert` naming it."""
         path = Path(path)
         c = self.conditioned
-        name = c.objectives[i] if isinstance(i, int) and 0 <= i < len(c.objectives) else None
-        state = c.export_copy(i)  # validates i
+        check_copy_index(i, len(c.objectives))
         if isinstance(c, LoRAConditionedModel):
             _save_peft_adapter(c, i, path, self.loaded.name)
-            return Expert(self.loaded.name, adapter=str(path), name=name)
-        _save_merged(self.loaded, state, path)
-        return Expert(str(path), name=name)
+            return Expert(self.loaded.name, adapter=str(path), name=c.objectives[i])
+        _save_merged(self.loaded, c.export_copy(i), path)
+        return Expert(str(path), name=c.objectives[i])
 
 
 def condprompt(objectives: Sequence[str], coefficients: torch.Tensor, f_mix: str, alpha_min: float) -> str:
     """``Objective weights: concise=0.30, sentiment=0.70. KL strength alpha=0.010.`` for a coefficient row."""
-    from polyalign.conditioning import f_mix_inverse
-
     beta = float(coefficients[-1])
     alpha = float(f_mix_inverse(min(max(beta, 0.0 if f_mix == "softmdp" else alpha_min), 1.0), f_mix, alpha_min))
     if beta < 1.0:
@@ -261,20 +282,17 @@ def _save_merged(loaded: LoadedModel, state: dict[str, torch.Tensor], path: Path
 def load_clp(path: Path, meta: dict[str, Any], *, model: str | None = None, device: str | torch.device | None = None,
              dtype: str | torch.dtype | None = None, chat: bool | None = None) -> CLP:
     """Rebuild a CLP from its checkpoint (``model``: the same base model at another location)."""
-    where = repr(str(path))
     try:
         objectives, selector = meta["objectives"], meta["selector"]
         base = model or meta["base_model"]
         f_mix, alpha_min = meta["f_mix"], meta["alpha_min"]
     except KeyError as exc:
-        raise ModelLoadError(f"checkpoint {where}: policy.json lacks {exc.args[0]!r}") from None
+        raise ModelLoadError(f"checkpoint {str(path)!r}: policy.json lacks {exc.args[0]!r}") from None
     options = {"rank": meta.get("rank", 8), "lora_alpha": meta.get("lora_alpha", 16.0)}
     policy = CLP.create(objectives, base, selector, f_mix, alpha_min, device=device, dtype=dtype,
                         chat=meta.get("chat", True) if chat is None else chat,
                         prompt_conditioning=bool(meta.get("prompt_conditioning", False)), **options)
-    if "base_fingerprint" in meta:
-        ckpt.check_fingerprint(meta["base_fingerprint"], policy.conditioned.model, where, base)
-    policy.load_trainable(ckpt.load_tensors(path / ckpt.WEIGHTS_FILE, "checkpoint weights"), where)
+    policy.restore(path, meta, base)
     return policy
 
 

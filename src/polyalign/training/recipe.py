@@ -96,7 +96,7 @@ def reference_kl(learner: Learner, policy, prompts: list[str], gens: list[Genera
     device = next(learner.parameters()).device
     prompt_ids = policy.reference_prompt_ids([prompts[j] for j in kept])
     batch = make_batch(prompt_ids, [gens[j].token_ids for j in kept], learner.pad_id, device)
-    coefficients = reference_coefficients(torch.zeros(1, len(policy.objectives) + 1)).to(device)
+    coefficients = reference_coefficients(1, len(policy.objectives)).to(device)
     ref = learner.token_logprobs(batch, coefficients).double().cpu()
     for row, j in enumerate(kept):
         n = len(gens[j].token_ids)

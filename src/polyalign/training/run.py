@@ -236,10 +236,7 @@ class Run:
 
     def _restore(self, folder: Path) -> int:
         where = repr(str(folder))
-        meta = ckpt.read_meta(folder)
-        ckpt.check_fingerprint(meta.get("base_fingerprint", {}), self.parts.policy.conditioned.model, where,
-                               self.config.policy.model)
-        self.parts.policy.load_trainable(ckpt.load_tensors(folder / ckpt.WEIGHTS_FILE, "checkpoint weights"), where)
+        self.parts.policy.restore(folder, ckpt.read_meta(folder), self.config.policy.model)
         value = ckpt.load_tensors(folder / "value.safetensors", "value model")
         try:
             self.parts.learner.value.load_state_dict(value)
@@ -251,8 +248,6 @@ class Run:
         random.setstate(_tupled(state["python_rng"]))
         np.random.set_state(tuple(_tupled(state["numpy_rng"])))  # type: ignore[arg-type]
         torch.set_rng_state(ckpt.load_tensors(folder / "trainer" / "torch_rng.safetensors", "RNG state")["cpu"])
-        self.parts.policy.conditioned.clear_cache() if hasattr(self.parts.policy.conditioned, "clear_cache") \
-            else None
         if self.main:
             _truncate_metrics(self.folder / METRICS, int(state["step"]))
         self.accelerator.wait_for_everyone()
