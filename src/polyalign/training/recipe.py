@@ -52,11 +52,13 @@ def prompt_batch(prompts: Sequence[str], config: TrainConfig, step: int, micro: 
     the data position is a function of the step (and a resumed run reads what the killed one would have)."""
     n, size = len(prompts), config.batch_size
     first = ((step * config.optim.accumulation_steps + micro) * world + rank) * size
+    orders: dict[int, torch.Tensor] = {}  # a batch spans at most a few epochs
     out = []
     for index in range(first, first + size):
         epoch, offset = divmod(index, n)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(mix_seed(config.seed, epoch, 1)))
-        out.append(prompts[int(order[offset])])
+        if epoch not in orders:
+            orders[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(mix_seed(config.seed, epoch, 1)))
+        out.append(prompts[int(orders[epoch][offset])])
     return out
 
 
@@ -79,7 +81,8 @@ class Rollout:
 
 def generate(policy, prompts: list[str], weights: torch.Tensor, alpha: float, config: GenerationConfig, seed: int
              ) -> list[Generation]:
-    """Sample one response per row at (w, alpha); empty responses (EOS first) are kept, scored as text."""
+    """Sample one response per row at (w, alpha). Every response holds at least one token (an immediate EOS
+    is a response whose text is empty), so each has log-probs to learn from."""
     return policy.generate(prompts, weights.tolist(), alpha, config.model_copy(update={"seed": seed}))
 
 
@@ -89,20 +92,12 @@ def reference_kl(learner: Learner, policy, prompts: list[str], gens: list[Genera
     reference reads the prompt without CONDPROMPT text). Decoding then needs only the policy's rows."""
     from polyalign.policies.clp import reference_coefficients
 
-    kept = [j for j, g in enumerate(gens) if g.token_ids]
-    kl = torch.zeros(len(gens), dtype=torch.float64)
-    if not kept:
-        return kl
     device = next(learner.parameters()).device
-    prompt_ids = policy.reference_prompt_ids([prompts[j] for j in kept])
-    batch = make_batch(prompt_ids, [gens[j].token_ids for j in kept], learner.pad_id, device)
-    coefficients = reference_coefficients(1, len(policy.objectives)).to(device)
-    ref = learner.token_logprobs(batch, coefficients).double().cpu()
-    for row, j in enumerate(kept):
-        n = len(gens[j].token_ids)
-        kl[j] = float(E.sequence_kl(torch.tensor(gens[j].logprobs, dtype=torch.float64), ref[row, :n],
-                                    torch.ones(n, dtype=torch.float64)))
-    return kl
+    batch = make_batch(policy.reference_prompt_ids(prompts), [g.token_ids for g in gens], learner.pad_id, device)
+    ref = learner.token_logprobs(batch, reference_coefficients(1, len(policy.objectives)).to(device))
+    length = batch.response_ids.shape[1]
+    logprobs = torch.tensor([g.logprobs + [0.0] * (length - len(g.logprobs)) for g in gens], dtype=torch.float64)
+    return E.sequence_kl(logprobs, ref.double().cpu(), batch.response_mask.double().cpu())
 
 
 def rollout(policy, learner: Learner, objectives, prompts: list[str], weights: torch.Tensor, alpha: float,
@@ -128,9 +123,8 @@ def loss_terms(learner: Learner, batch_rollout: Rollout, weights: torch.Tensor, 
     device = coefficients.device
     gens = batch_rollout.generations
     pad = getattr(learner, "module", learner).pad_id
-    responses = [g.token_ids or [pad] for g in gens]  # an empty response has nothing to learn from
-    batch = make_batch([g.prompt_token_ids for g in gens], responses, pad, device)
-    mask = batch.response_mask * torch.tensor([1.0 if g.token_ids else 0.0 for g in gens], device=device)[:, None]
+    batch = make_batch([g.prompt_token_ids for g in gens], [g.token_ids for g in gens], pad, device)
+    mask = batch.response_mask
     logprobs, values, entropy = learner(batch, coefficients)
     reward = batch_rollout.reward.to(device)
     metrics: dict[str, float] = {"entropy": float(entropy)}
@@ -154,7 +148,6 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     """Run (or ``resume``) the training described by ``config``; returns the final checkpoint's directory."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
-
 
     accelerator = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
                               log_with=config.log_with or None, project_dir=str(config.run_dir))
