@@ -315,3 +315,11 @@ def test_cli_refuses_bad_runs_in_one_line(tiny_models, prompts_file, tmp_path, c
     changed = apply_overrides(good, ["optim.lr=0.5"])
     code, err = run_cli(["train", "-c", str(_write(tmp_path, changed)), "--resume", "--no-progress"], capsys)
     assert code == 2 and "another 'optim'" in err
+    # the run folder is checked before any model loads: a missing model is not what these report
+    missing_model = apply_overrides(good, ["policy.model=./no-such-model"])
+    code, err = run_cli(["train", "-c", str(_write(tmp_path, missing_model)), "--no-progress"], capsys)
+    assert code == 2 and "already holds a run" in err, err
+    (tmp_path / "a-file").write_text("x")
+    under_file = apply_overrides(missing_model, [f"output={tmp_path / 'a-file' / 'run'}"])
+    code, err = run_cli(["train", "-c", str(_write(tmp_path, under_file)), "--no-progress"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "run folder" in err, err

@@ -29,7 +29,7 @@ from polyalign.interface import Generation, GenerationConfig
 from polyalign.training import estimators as E
 from polyalign.training.config import TrainConfig
 from polyalign.training.learner import Learner, make_batch
-from polyalign.training.run import Run, build_run, mix_seed
+from polyalign.training.run import Run, build_run, check_run_folder, mix_seed
 
 
 def draw_weighting(config: TrainConfig, step: int) -> tuple[torch.Tensor, float]:
@@ -149,6 +149,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
+    check_run_folder(config, resume)
     accelerator = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
                               log_with=config.log_with or None, project_dir=str(config.run_dir))
     parts = build_run(config, accelerator)

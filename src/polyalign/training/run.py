@@ -115,25 +115,15 @@ class Run:
     # -- the folder --------------------------------------------------------------------------------------------
 
     def _open(self, resume: bool) -> int:
-        from polyalign.files import check_output_dir
-
-        saved = self.folder / CONFIG
-        identity = self.config.identity()
+        """Restore the newest checkpoint, or start the folder (checked by :func:`check_run_folder` before any
+        model loaded, on every process before the main one writes)."""
         if resume:
-            if not saved.is_file():
-                raise ConfigError(f"cannot resume: {str(self.folder)!r} holds no run (no {CONFIG}); start it "
-                                  "without --resume")
-            _check_same_run(json.loads(saved.read_text()), identity, self.folder)
             latest = ckpt.latest_checkpoint(self.folder)
             return 0 if latest is None else self._restore(latest)
-        if saved.is_file() or (self.folder / ckpt.CHECKPOINTS).exists():
-            raise ConfigError(f"{str(self.folder)!r} already holds a run: pass --resume to continue it, or choose "
-                              "another output folder")
-        self.accelerator.wait_for_everyone()  # every process has checked before the main one writes
+        self.accelerator.wait_for_everyone()
         if self.main:
-            check_output_dir(self.folder, "run folder")
             self.folder.mkdir(parents=True, exist_ok=True)
-            saved.write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n")
+            (self.folder / CONFIG).write_text(json.dumps(self.config.identity(), indent=2, sort_keys=True) + "\n")
             (self.folder / METRICS).write_text("")
         self.accelerator.wait_for_everyone()
         return 0
@@ -235,6 +225,8 @@ class Run:
             shutil.rmtree(leftover, ignore_errors=True)
 
     def _restore(self, folder: Path) -> int:
+        from polyalign.files import read_json
+
         where = repr(str(folder))
         self.parts.policy.restore(folder, ckpt.read_meta(folder), self.config.policy.model)
         value = ckpt.load_tensors(folder / "value.safetensors", "value model")
@@ -244,7 +236,7 @@ class Run:
             self.scheduler.load_state_dict(_torch_load(folder / "trainer" / "scheduler.pt"))
         except (RuntimeError, KeyError, ValueError) as exc:
             raise ModelLoadError(f"checkpoint {where}: the trainer state does not fit this run ({exc})") from None
-        state = json.loads((folder / "trainer" / "state.json").read_text())
+        state = read_json(folder / "trainer" / "state.json", "trainer state")
         random.setstate(_tupled(state["python_rng"]))
         np.random.set_state(tuple(_tupled(state["numpy_rng"])))  # type: ignore[arg-type]
         torch.set_rng_state(ckpt.load_tensors(folder / "trainer" / "torch_rng.safetensors", "RNG state")["cpu"])
@@ -276,6 +268,24 @@ def weights_digest(learner) -> str:
         h.update(name.encode())
         h.update(p.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def check_run_folder(config: TrainConfig, resume: bool) -> None:
+    """Refuse, before anything loads, a run folder that cannot be used: ``resume`` of a folder without a run or
+    of one started with another config, a new run over an existing one, an output path that cannot be a folder."""
+    from polyalign.files import check_output_dir, read_json
+
+    folder = config.run_dir
+    saved = folder / CONFIG
+    if resume:
+        if not saved.is_file():
+            raise ConfigError(f"cannot resume: {str(folder)!r} holds no run (no {CONFIG}); start it without --resume")
+        _check_same_run(read_json(saved, "run config"), config.identity(), folder)
+        return
+    if saved.is_file() or (folder / ckpt.CHECKPOINTS).exists():
+        raise ConfigError(f"{str(folder)!r} already holds a run: pass --resume to continue it, or choose another "
+                          "output folder")
+    check_output_dir(folder, "run folder")
 
 
 def _check_same_run(saved: dict, now: dict, folder: Path) -> None:
