@@ -178,3 +178,6 @@ def load(path: str | Path, **options: Any):
 
 def _register_builtins() -> None:
     import polyalign.policies.clp  # noqa: F401 - registers 'clp'
+    import polyalign.policies.morlhf  # noqa: F401
+    import polyalign.policies.prompted  # noqa: F401
+    import polyalign.policies.soup  # noqa: F401

@@ -16,11 +16,14 @@ from polyalign.policies.config import parse_policy, policy_kinds, register_polic
 
 @dataclass
 class Method:
-    """A named policy to evaluate; ``single_point``: it ignores the weights and is generated once."""
+    """A named policy to evaluate; ``single_point``: it ignores the weights and is generated once; ``weightings``:
+    the only weightings it answers (e.g. MORLHF's trained ones, in the scored objectives' order), used instead of
+    the grid."""
 
     name: str
     policy: SteerablePolicy
     single_point: bool = False
+    weightings: list[list[float]] | None = None
 
 
 def build_method(kind: str, name: str, objectives: Sequence[str], params: dict) -> Method:
@@ -32,7 +35,13 @@ def build_method(kind: str, name: str, objectives: Sequence[str], params: dict) 
     except ConfigError as exc:
         raise ConfigError(f"method {name!r}: {exc}") from None
     single = bool(config.single_point) or not getattr(policy, "steerable", True)
-    return Method(name, policy, single)
+    own = getattr(policy, "weightings", None)
+    if own is not None:
+        from polyalign.evaluation.sweep import objective_order
+
+        order = objective_order(policy.objectives, objectives)
+        own = [[w[order.index(j)] for j in range(len(objectives))] for w in own]
+    return Method(name, policy, single, own)
 
 
 def check_objective_names(method: str, names: Sequence[str | None] | None, objectives: Sequence[str]) -> None:

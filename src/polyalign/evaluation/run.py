@@ -10,7 +10,7 @@ from pathlib import Path
 from polyalign import models
 from polyalign.errors import ConfigError
 from polyalign.evaluation.config import EvalConfig
-from polyalign.evaluation.grid import Weighting
+from polyalign.evaluation.grid import Weighting, build_weightings
 from polyalign.evaluation.judge import JudgeModel, load_judge
 from polyalign.evaluation.methods import build_method
 from polyalign.evaluation.outputs import check_run_dir, draw, write_outputs
@@ -53,7 +53,8 @@ def evaluate(
     for mc in config.methods:
         with models.scope():  # each method's models are freed before the next method loads its own
             method = build_method(mc.kind, mc.name, names, mc.params)
-            weightings = config.weightings(names, mc.alphas)
+            weightings = config.weightings(names, mc.alphas) if method.weightings is None else \
+                build_weightings(names, method.weightings, mc.alphas)
             if method.single_point:
                 weightings = [Weighting(tuple(1.0 / len(names) for _ in names), mc.alphas[0])]
             sweeps.append(run_sweep(

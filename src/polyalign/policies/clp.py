@@ -12,6 +12,7 @@ every selector and the reference costs no second model.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -55,15 +56,19 @@ class _CoefficientForward(nn.Module):
 
 class ConditionedBank(ModelBank):
     """A bank of one conditioned model in two roles: slot 0 the reference, slot 1 the policy (or the policy alone,
-    slot 0, with ``reference=False``). With ``describe`` (CONDPROMPT) the policy's rows also read their weighting
-    as a system prompt; the reference's never do."""
+    slot 0, with ``reference=False``). Each policy row carries its *condition* (the policy's head weights);
+    ``coefficients`` turns conditions into Eq. 3's coefficient rows (by default they are those rows). With
+    ``describe`` (CONDPROMPT) the policy's rows also read their condition as a system prompt; the reference's never
+    do."""
 
     def __init__(self, loaded: LoadedModel, conditioned: Conditioned, *, chat: bool = True,
-                 describe: Callable[[torch.Tensor], str] | None = None, reference: bool = True) -> None:
+                 describe: Callable[[torch.Tensor], str] | None = None, reference: bool = True,
+                 coefficients: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         names = ["reference", "policy"] if reference else ["policy"]
         self.roles = [Expert(loaded.name, name=n) for n in names]
         self._slot, self.n_slots, self.chat = list(range(len(names))), len(names), chat
         self.conditioned, self.describe, self.with_reference = conditioned, describe, reference
+        self.coefficients = coefficients or (lambda conditions: conditions)
         none = [None] * len(names)
         self.groups = [_Group(loaded, _CoefficientForward(conditioned), list(range(len(names))), none, none)]
         self._finish()
@@ -85,12 +90,13 @@ class ConditionedBank(ModelBank):
         return [encode_prompt(self.tokenizer, p, None, self.chat) for p in prompts]
 
     def row_coefficients(self, group: _Group, conditions: torch.Tensor | None, batch: int) -> torch.Tensor:
-        if conditions is None or conditions.shape != (batch, len(self.conditioned.objectives) + 1):
+        copies = len(self.conditioned.objectives)
+        coefficients = None if conditions is None else self.coefficients(conditions)
+        if coefficients is None or coefficients.shape != (batch, copies + 1):
             raise ConfigError("a CLP bank decodes with Eq. 3's coefficients per prompt: use the CLP policy")
         if not self.with_reference:
-            return conditions.double().to(self.device)
-        reference = reference_coefficients(batch, len(self.conditioned.objectives))
-        return torch.cat([reference, conditions.double()]).to(self.device)
+            return coefficients.double().to(self.device)
+        return torch.cat([reference_coefficients(batch, copies), coefficients.double()]).to(self.device)
 
 
 def reference_coefficients(rows: int, m: int) -> torch.Tensor:
@@ -111,48 +117,77 @@ class CLP(EnginePolicy):
 
     weight_domain = SIMPLEX
     alpha_meaning = "KL strength in [alpha_min, 1]: theta mixes toward the reference by f_mix(alpha) (CLP Eq. 3-4)"
+    kind = KIND
 
-    def __init__(self, conditioned: Conditioned, loaded: LoadedModel, *, chat: bool = True,
-                 prompt_conditioning: bool = False, decode_reference: bool = True) -> None:
+    def __init__(self, conditioned: Conditioned, loaded: LoadedModel, *, objectives: Sequence[str] | None = None,
+                 chat: bool = True, prompt_conditioning: bool = False, decode_reference: bool = True) -> None:
         self.conditioned, self.loaded, self.prompt_conditioning = conditioned, loaded, prompt_conditioning
-        bank = ConditionedBank(loaded, conditioned, chat=chat, reference=decode_reference,
-                               describe=self.describe_weighting if prompt_conditioning else None)
+        self._objectives = list(objectives) if objectives is not None else list(conditioned.objectives)
+        self._bind(chat, decode_reference)
+
+    def _bind(self, chat: bool, decode_reference: bool) -> None:
+        bank = ConditionedBank(self.loaded, self.conditioned, chat=chat, reference=decode_reference,
+                               describe=self.describe_weighting if self.prompt_conditioning else None,
+                               coefficients=self.parameter_coefficients)
         if decode_reference:
-            super().__init__(bank, SelectRole(1), 0, conditioned.objectives)
+            EnginePolicy.__init__(self, bank, SelectRole(1), 0, self._objectives)
         else:  # the trainer scores the reference by teacher forcing instead (half the rows to decode)
-            super().__init__(bank, SelectRole(0), None, conditioned.objectives)
+            EnginePolicy.__init__(self, bank, SelectRole(0), None, self._objectives)
 
     def without_reference(self) -> CLP:
         """The same policy (sharing its copies) decoding the policy rows only: no ``ref_logprobs``, half the rows.
         Training scores the reference afterwards by teacher forcing (:mod:`polyalign.training.recipe`)."""
-        return CLP(self.conditioned, self.loaded, chat=self.bank.chat, prompt_conditioning=self.prompt_conditioning,
-                   decode_reference=False)
+        other = copy.copy(self)
+        other._bind(self.bank.chat, decode_reference=False)
+        return other
 
     def reference_prompt_ids(self, prompts: Sequence[str]) -> list[list[int]]:
         """What the reference reads for each prompt (no CONDPROMPT text): the prompt ids its log-probs need."""
         return self.bank.reference_ids(prompts)
 
-    def describe_weighting(self, coefficients: torch.Tensor) -> str:
+    def parameter_coefficients(self, conditions: torch.Tensor) -> torch.Tensor:
+        """Eq. 3's coefficients ``[B, copies + 1]`` for the conditions :meth:`head_weights` gave (for CLP they are
+        those coefficients already)."""
+        return conditions
+
+    def reference_row(self) -> torch.Tensor:
+        """Eq. 3's coefficients of pi_ref for this policy's copies: ``[1, copies + 1]``."""
+        return reference_coefficients(1, len(self.conditioned.objectives))
+
+    def describe_weighting(self, condition: torch.Tensor) -> str:
         """CONDPROMPT (CLP Appendix A.2): the weighting as text, recovered from one row of Eq. 3's coefficients
         ``((1 - beta) w, beta)``; the policy reads it as a system prompt."""
-        return condprompt(self.objectives, coefficients, self.conditioned.f_mix, self.alpha_min)
+        return condprompt(self.objectives, condition, self.conditioned.f_mix, self.alpha_min)
 
     @classmethod
     def create(cls, objectives: Sequence[str], model: str = DEFAULT_MODEL, selector: str = "lora",
                f_mix: str = "softmdp", alpha_min: float = 0.01, *, rank: int = 8, lora_alpha: float = 16.0,
                seed: int = 0, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
-               chat: bool = True, prompt_conditioning: bool = False) -> CLP:
-        """A new CLP on ``model``: m copies of the parameters chosen by ``selector`` (or m LoRA adapters for
-        ``lora[:targets]``), all equal to the reference. ``prompt_conditioning`` also writes each row's weighting
-        into its prompt (CONDPROMPT, Appendix A.2)."""
+               chat: bool = True, prompt_conditioning: bool = False, **options: Any) -> CLP:
+        """A new policy on ``model``: copies of the parameters chosen by ``selector`` (or LoRA adapters for
+        ``lora[:targets]``), all equal to the reference (Algorithm 1); for CLP one copy per objective.
+        ``prompt_conditioning`` also writes each row's weighting into its prompt (CONDPROMPT, Appendix A.2);
+        ``options`` go to the subclass (e.g. MORLHF's points)."""
+        copies = cls.copy_names(list(objectives), **options)
         lora = parse_selector(selector).kind == "lora"  # a bad selector fails before the model loads
         loaded = load_model(model, device=device, dtype=dtype, cached=False)  # private: training changes it
-        options: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
         if lora:
-            options = {"rank": rank, "lora_alpha": lora_alpha,
-                       "generator": torch.Generator(device=loaded.device).manual_seed(seed)}
-        conditioned = condition(loaded.model, selector, objectives, f_mix, alpha_min=alpha_min, **options)
-        return cls(conditioned, loaded, chat=chat, prompt_conditioning=prompt_conditioning)
+            extra = {"rank": rank, "lora_alpha": lora_alpha,
+                     "generator": torch.Generator(device=loaded.device).manual_seed(seed)}
+        conditioned = condition(loaded.model, selector, copies, f_mix, alpha_min=alpha_min, **extra)
+        return cls(conditioned, loaded, objectives=objectives, chat=chat,
+                   prompt_conditioning=prompt_conditioning, **options)
+
+    @classmethod
+    def copy_names(cls, objectives: list[str], **options: Any) -> list[str]:
+        """The names of the parameter copies: for CLP, one per objective (Eq. 3)."""
+        return objectives
+
+    @classmethod
+    def options_from_meta(cls, meta: dict[str, Any], where: str) -> dict[str, Any]:
+        """The subclass's own :meth:`create` options recorded in ``policy.json`` (none for CLP)."""
+        return {}
 
     @property
     def alpha_min(self) -> float:
@@ -168,8 +203,9 @@ class CLP(EnginePolicy):
     def meta(self) -> dict[str, Any]:
         """What ``policy.json`` records: enough to rebuild this policy on its base model."""
         c = self.conditioned
-        meta = {"kind": KIND, "format": 1, "base_model": self.loaded.name, "selector": c.selector,
-                "objectives": list(c.objectives), "f_mix": c.f_mix, "alpha_min": c.alpha_min,
+        meta = {"kind": self.kind, "format": 1, "base_model": self.loaded.name, "selector": c.selector,
+                "objectives": list(self.objectives), "copies": list(c.objectives), "f_mix": c.f_mix,
+                "alpha_min": c.alpha_min,
                 "chat": self.bank.chat, "prompt_conditioning": self.prompt_conditioning,
                 "base_fingerprint": self.base_fingerprint}
         if isinstance(c, LoRAConditionedModel):
@@ -237,12 +273,16 @@ def condprompt(objectives: Sequence[str], coefficients: torch.Tensor, f_mix: str
     """``Objective weights: concise=0.30, sentiment=0.70. KL strength alpha=0.010.`` for a coefficient row."""
     beta = float(coefficients[-1])
     alpha = float(f_mix_inverse(min(max(beta, 0.0 if f_mix == "softmdp" else alpha_min), 1.0), f_mix, alpha_min))
-    if beta < 1.0:
-        w = (coefficients[:-1] / (1.0 - beta)).tolist()
-        weights = ", ".join(f"{n}={x:.2f}" for n, x in zip(objectives, w, strict=True))
+    return weighting_text(objectives, (coefficients[:-1] / (1.0 - beta)).tolist() if beta < 1.0 else None, alpha)
+
+
+def weighting_text(objectives: Sequence[str], weights: Sequence[float] | None, alpha: float) -> str:
+    """The CONDPROMPT text of a weighting (None: the reference's, every weight mixed away)."""
+    if weights is None:
+        text = "none (answer as the reference model)"
     else:
-        weights = "none (answer as the reference model)"
-    return f"Objective weights: {weights}. KL strength alpha={alpha:.3f}."
+        text = ", ".join(f"{n}={float(x):.2f}" for n, x in zip(objectives, weights, strict=True))
+    return f"Objective weights: {text}. KL strength alpha={alpha:.3f}."
 
 
 def _save_peft_adapter(c: LoRAConditionedModel, i: int, path: Path, base: str) -> None:
@@ -261,8 +301,6 @@ def _save_peft_adapter(c: LoRAConditionedModel, i: int, path: Path, base: str) -
 
 
 def _save_merged(loaded: LoadedModel, state: dict[str, torch.Tensor], path: Path) -> None:
-    import copy
-
     model = copy.deepcopy(loaded.model)
     out = model.get_output_embeddings()
     inp = model.get_input_embeddings()
@@ -279,21 +317,38 @@ def _save_merged(loaded: LoadedModel, state: dict[str, torch.Tensor], path: Path
     loaded.tokenizer.save_pretrained(str(path))
 
 
-def load_clp(path: Path, meta: dict[str, Any], *, model: str | None = None, device: str | torch.device | None = None,
-             dtype: str | torch.dtype | None = None, chat: bool | None = None) -> CLP:
-    """Rebuild a CLP from its checkpoint (``model``: the same base model at another location)."""
+def architecture(meta: dict[str, Any], where: str) -> dict[str, Any]:
+    """What :meth:`CLP.create` needs from a ``policy.json`` to rebuild its policy at the reference."""
     try:
-        objectives, selector = meta["objectives"], meta["selector"]
-        base = model or meta["base_model"]
-        f_mix, alpha_min = meta["f_mix"], meta["alpha_min"]
+        arch = {"objectives": meta["objectives"], "selector": meta["selector"], "f_mix": meta["f_mix"],
+                "alpha_min": meta["alpha_min"], "base_model": meta["base_model"]}
     except KeyError as exc:
-        raise ModelLoadError(f"checkpoint {str(path)!r}: policy.json lacks {exc.args[0]!r}") from None
-    options = {"rank": meta.get("rank", 8), "lora_alpha": meta.get("lora_alpha", 16.0)}
-    policy = CLP.create(objectives, base, selector, f_mix, alpha_min, device=device, dtype=dtype,
-                        chat=meta.get("chat", True) if chat is None else chat,
-                        prompt_conditioning=bool(meta.get("prompt_conditioning", False)), **options)
-    policy.restore(path, meta, base)
-    return policy
+        raise ModelLoadError(f"checkpoint {where}: policy.json lacks {exc.args[0]!r}") from None
+    return arch | {"rank": meta.get("rank", 8), "lora_alpha": meta.get("lora_alpha", 16.0),
+                   "chat": meta.get("chat", True), "prompt_conditioning": bool(meta.get("prompt_conditioning"))}
 
 
-ckpt.register_loader(KIND, load_clp)
+def fresh(cls: type[CLP], arch: dict[str, Any], *, model: str | None = None, device: str | torch.device | None = None,
+          dtype: str | torch.dtype | None = None, chat: bool | None = None, **options: Any) -> CLP:
+    """A ``cls`` policy with the architecture ``arch`` (:func:`architecture`), every copy at the reference, on the
+    base model ``model`` (default: the one ``arch`` names)."""
+    return cls.create(arch["objectives"], model or arch["base_model"], arch["selector"], arch["f_mix"],
+                      arch["alpha_min"], rank=arch["rank"], lora_alpha=arch["lora_alpha"], device=device, dtype=dtype,
+                      chat=arch["chat"] if chat is None else chat, prompt_conditioning=arch["prompt_conditioning"],
+                      **options)
+
+
+def loader(cls: type[CLP]) -> Callable[..., CLP]:
+    """The checkpoint loader of a conditioned policy class: rebuild it from ``policy.json``, then restore the copies
+    (``model``: the same base model at another location)."""
+
+    def load(path: Path, meta: dict[str, Any], *, model: str | None = None, **placement: Any) -> CLP:
+        where = repr(str(path))
+        policy = fresh(cls, architecture(meta, where), model=model, **cls.options_from_meta(meta, where), **placement)
+        policy.restore(path, meta, model or meta["base_model"])
+        return policy
+
+    return load
+
+
+ckpt.register_loader(KIND, loader(CLP))

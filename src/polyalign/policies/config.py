@@ -27,10 +27,13 @@ class _Strict(BaseModel):
 
 
 class ExpertConfig(_Strict):
-    """One role: a model, optionally with a LoRA adapter and a system prompt. A plain string names the model."""
+    """One role: a model, optionally with a LoRA adapter and a system prompt. A plain string names the model.
+    ``checkpoint``: a trained single-objective expert (a LoRA ``polyalign train`` checkpoint or run folder of kind
+    morlhf/experts) as the adapter on its base model (``model`` then names another location of that base)."""
 
-    model: str = DEFAULT_MODEL
+    model: str | None = None
     adapter: str | None = None
+    checkpoint: str | None = None
     system_prompt: str | None = None
     name: str | None = None
 
@@ -39,10 +42,47 @@ class ExpertConfig(_Strict):
     def _from_string(cls, data: Any) -> Any:
         return {"model": data} if isinstance(data, str) else data
 
+    @model_validator(mode="after")
+    def _one_adapter(self) -> ExpertConfig:
+        if self.checkpoint is not None and self.adapter is not None:
+            raise ValueError("give an adapter or a checkpoint, not both")
+        return self
+
+    @property
+    def trained(self) -> dict[str, Any] | None:
+        """The checkpoint's ``policy.json`` (None without a checkpoint); refuses what cannot be an expert."""
+        if self.checkpoint is None:
+            return None
+        from polyalign.checkpoint import read_meta, resolve
+
+        folder = resolve(self.checkpoint)
+        meta = read_meta(folder)
+        if meta.get("kind") != "morlhf" or len(meta.get("points", [])) != 1:
+            raise ConfigError(f"checkpoint {str(folder)!r} holds a {meta.get('kind')!r} policy; an expert is a "
+                              "fixed-weighting checkpoint (policy.kind morlhf or experts); for a "
+                              f"{meta.get('kind')} policy use kind: {meta.get('kind')}")
+        if not (folder / "adapter_config.json").is_file():
+            raise ConfigError(f"checkpoint {str(folder)!r} is not a LoRA expert (selector {meta.get('selector')}); "
+                              "export it as a model first: polyalign.load(path).export_expert(0, folder)")
+        return meta | {"folder": str(folder)}
+
+    @property
+    def objective(self) -> str | None:
+        """The objective a trained expert steers: the one its weighting e_i puts its weight on."""
+        meta = self.trained
+        if meta is None:
+            return self.name
+        w = meta["points"][0][0]
+        hot = [i for i, x in enumerate(w) if x != 0.0]
+        return self.name or (meta["objectives"][hot[0]] if len(hot) == 1 else None)
+
     def build(self):
         from polyalign.experts import Expert
 
-        return Expert(self.model, self.adapter, self.system_prompt, self.name)
+        meta = self.trained
+        if meta is None:
+            return Expert(self.model or DEFAULT_MODEL, self.adapter, self.system_prompt, self.name)
+        return Expert(self.model or meta["base_model"], meta["folder"], self.system_prompt, self.objective)
 
 
 class PolicyConfig(_Strict):
@@ -86,7 +126,7 @@ class ModConfig(PolicyConfig):
 
     @property
     def expert_names(self) -> list[str | None]:
-        return list(self.personas) if self.personas is not None else [e.name for e in self.experts or []]
+        return list(self.personas) if self.personas is not None else [e.objective for e in self.experts or []]
 
     def build(self, objectives: list[str] | None = None) -> SteerablePolicy:
         from polyalign.experts import Expert
@@ -118,7 +158,14 @@ class DeraConfig(PolicyConfig):
         from polyalign.policies.dera import DeRa
 
         name = self.objective or (objectives[0] if objectives and len(objectives) == 1 else "aligned")
-        return DeRa(self.aligned.build(), self.reference.build(), name, self.trained_alpha, **self._placement)
+        trained = self.aligned.trained  # a trained expert knows its alpha
+        trained_alpha = self.trained_alpha if trained is None or self.trained_alpha is not None \
+            else trained["points"][0][1]
+        if self.aligned.checkpoint is not None and "reference" not in self.model_fields_set:
+            reference = ExpertConfig(model=self.aligned.model or trained["base_model"], name="reference")
+        else:
+            reference = self.reference
+        return DeRa(self.aligned.build(), reference.build(), name, trained_alpha, **self._placement)
 
 
 class PlainConfig(PolicyConfig):
@@ -165,16 +212,91 @@ class ClpConfig(PolicyConfig):
         return list(read_meta(resolve(self.checkpoint))["objectives"])
 
     def build(self, objectives: list[str] | None = None) -> SteerablePolicy:
-        from polyalign.checkpoint import load, resolve
+        from polyalign.checkpoint import load
         from polyalign.policies.clp import CLP
 
         if self.checkpoint is not None:
-            return load(resolve(self.checkpoint), model=self.model, **self._placement)
+            return load(_checkpoint_of(self.checkpoint, "clp"), model=self.model, **self._placement)
         names = self.objectives or objectives
         if not names:
             raise ConfigError("an untrained clp policy needs its objectives (objectives: [...])")
         return CLP.create(names, self.model or DEFAULT_MODEL, self.selector, self.f_mix, self.alpha_min,
                           prompt_conditioning=self.prompt_conditioning, **self._placement)
+
+
+def _checkpoint_of(path: str, kind: str):
+    """The resolved checkpoint folder, refused unless it holds a ``kind`` policy (naming the kind it does hold)."""
+    from polyalign.checkpoint import read_meta, resolve
+
+    folder = resolve(path)
+    found = read_meta(folder).get("kind")
+    if found != kind:
+        hint = "soup (kind: soup, experts: [...]) or morlhf" if found == "morlhf" else found
+        raise ConfigError(f"checkpoint {str(folder)!r} holds a {found!r} policy, not a {kind!r} one: describe it "
+                          f"as kind: {hint}")
+    return folder
+
+
+class PromptedConfig(PolicyConfig):
+    """Prompting (CLP Appendix A.2): a ``checkpoint`` trained with ``policy.kind: prompted``."""
+
+    kind: Literal["prompted"]
+    checkpoint: str
+    model: str | None = Field(None, description="The checkpoint's base model at another location.")
+
+    @property
+    def expert_names(self) -> list[str]:
+        from polyalign.checkpoint import read_meta
+
+        return list(read_meta(_checkpoint_of(self.checkpoint, "prompted"))["objectives"])
+
+    def build(self, objectives: list[str] | None = None) -> SteerablePolicy:
+        from polyalign.checkpoint import load
+
+        return load(_checkpoint_of(self.checkpoint, "prompted"), model=self.model, **self._placement)
+
+
+class SoupConfig(PolicyConfig):
+    """Rewarded Soups over trained single-objective ``experts``: checkpoints, run folders, or an experts run
+    (``policy.kind: experts``) whose experts it takes all."""
+
+    kind: Literal["soup"]
+    experts: list[str] = Field(min_length=1)
+    model: str | None = Field(None, description="The experts' base model at another location.")
+
+    @property
+    def expert_names(self) -> list[str]:
+        from polyalign.checkpoint import read_meta, resolve
+        from polyalign.policies.soup import expand_experts
+
+        return list(read_meta(resolve(expand_experts(self.experts)[0]))["objectives"])
+
+    def build(self, objectives: list[str] | None = None) -> SteerablePolicy:
+        from polyalign.policies.soup import Soup
+
+        return Soup.from_experts(self.experts, model=self.model, **self._placement)
+
+
+class MorlhfConfig(PolicyConfig):
+    """MORLHF: models trained at fixed weightings (``checkpoints``: checkpoints or run folders, or an experts run);
+    evaluated at their own weightings only, a front of discrete points."""
+
+    kind: Literal["morlhf"]
+    checkpoints: list[str] = Field(min_length=1)
+    model: str | None = Field(None, description="The checkpoints' base model at another location.")
+
+    @property
+    def expert_names(self) -> list[str]:
+        from polyalign.checkpoint import read_meta, resolve
+        from polyalign.policies.soup import expand_experts
+
+        return list(read_meta(resolve(expand_experts(self.checkpoints)[0]))["objectives"])
+
+    def build(self, objectives: list[str] | None = None) -> SteerablePolicy:
+        from polyalign.policies.morlhf import MORLHF
+        from polyalign.policies.soup import expand_experts
+
+        return MORLHF.assemble(expand_experts(self.checkpoints), model=self.model, **self._placement)
 
 
 class PythonConfig(_Strict):
@@ -218,7 +340,8 @@ def register_policy(config: type[BaseModel]) -> type[BaseModel]:
     return config
 
 
-for _config in (ModConfig, DeraConfig, PlainConfig, ClpConfig, PythonConfig):
+for _config in (ModConfig, DeraConfig, PlainConfig, ClpConfig, PromptedConfig, SoupConfig, MorlhfConfig,
+                PythonConfig):
     register_policy(_config)
 
 

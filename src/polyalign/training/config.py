@@ -112,6 +112,22 @@ class TrainConfig(_Strict):
         alpha = self.sampler.alpha
         if alpha is not None and not self.policy.alpha_min <= alpha <= 1.0:
             raise ValueError(f"sampler.alpha = {alpha} lies outside [alpha_min, 1] = [{self.policy.alpha_min}, 1]")
+        kind = self.policy.kind
+        if kind in ("morlhf", "experts") and self.sampler.alpha is None:
+            raise ValueError(f"policy.kind {kind} trains at one fixed alpha: set sampler.alpha")
+        if kind == "morlhf" and self.sampler.weights is None:
+            raise ValueError("policy.kind morlhf trains at one fixed weighting: set sampler.weights")
+        if kind == "experts":
+            if self.sampler.weights is not None:
+                raise ValueError("policy.kind experts sets each expert's weights to e_i itself: remove "
+                                 "sampler.weights")
+            if self.steps % m:
+                raise ValueError(f"policy.kind experts splits steps evenly between the {m} experts: make steps "
+                                 f"({self.steps}) a multiple of {m}")
+        if kind == "prompted" and "prompt_conditioning" in self.policy.model_fields_set \
+                and not self.policy.prompt_conditioning:
+            raise ValueError("policy.kind prompted always writes the weighting into the prompt: remove "
+                             "policy.prompt_conditioning: false")
         if self.generation.strategy != "sample":
             raise ValueError("generation.strategy must be 'sample': the policy gradient needs samples from pi")
         if self.generation.n != 1:
@@ -122,6 +138,21 @@ class TrainConfig(_Strict):
     def run_dir(self) -> Path:
         return Path(self.output).expanduser()
 
+    def expert_runs(self, names: list[str]) -> list[TrainConfig]:
+        """For ``policy.kind: experts``: one ``morlhf`` run per objective at ``w = e_i``, each ``steps / m`` long,
+        in ``OUTPUT/experts/<name>`` (``names``: the objectives' names)."""
+        m = len(self.objectives)
+        runs = []
+        for i, name in enumerate(names):
+            weights = [1.0 if j == i else 0.0 for j in range(m)]
+            runs.append(self.model_copy(deep=True, update={
+                "output": str(self.run_dir / "experts" / _folder_name(name)),
+                "policy": self.policy.model_copy(update={"kind": "morlhf"}),
+                "sampler": self.sampler.model_copy(update={"weights": weights}),
+                "steps": self.steps // m,
+                "seed": self.seed + i}))
+        return runs
+
     def identity(self) -> dict[str, Any]:
         """What must match for ``--resume`` to continue a run: everything but the logging, and the length when the
         learning rate does not depend on it (a constant schedule)."""
@@ -129,6 +160,10 @@ class TrainConfig(_Strict):
         for key in ("log_with", "keep_checkpoints") + (("steps",) if self.optim.schedule == "constant" else ()):
             data.pop(key)
         return data
+
+
+def _folder_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "objective"
 
 
 def parse_train_config(data: Any, source: str = "training config") -> TrainConfig:

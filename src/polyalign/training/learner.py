@@ -49,14 +49,17 @@ class Learner(nn.Module):
     head with m outputs on the policy's last hidden state at the prompt's end (layer-normalised, detached: the
     value loss never moves the policy). ``V(x) = sum_i w_i V_i(x)`` (CLP Algorithm 1)."""
 
-    def __init__(self, conditioned: ConditionedModel | LoRAConditionedModel, vocab_size: int, pad_id: int) -> None:
+    def __init__(self, conditioned: ConditionedModel | LoRAConditionedModel, vocab_size: int, pad_id: int,
+                 objectives: int | None = None) -> None:
+        """``objectives``: m, the value model's outputs (default: one per copy, as in CLP)."""
         super().__init__()
         self.conditioned, self.vocab_size, self.pad_id = conditioned, vocab_size, pad_id
         base = conditioned.model
         hidden = base.config.get_text_config().hidden_size if hasattr(base.config, "get_text_config") \
             else base.config.hidden_size
         param = next(base.parameters())
-        self.value = nn.Linear(hidden, len(conditioned.objectives), dtype=torch.float32, device=param.device)
+        self.value = nn.Linear(hidden, objectives or len(conditioned.objectives), dtype=torch.float32,
+                               device=param.device)
         nn.init.zeros_(self.value.weight)
         nn.init.zeros_(self.value.bias)
 

@@ -90,11 +90,9 @@ def reference_kl(learner: Learner, policy, prompts: list[str], gens: list[Genera
     """KL(pi || pi_ref) of each sampled response, summed over its tokens: the policy's log-probs come from
     decoding, the reference's from one teacher-forced forward at its coefficients ``(0, ..., 0, 1)`` (the
     reference reads the prompt without CONDPROMPT text). Decoding then needs only the policy's rows."""
-    from polyalign.policies.clp import reference_coefficients
-
     device = next(learner.parameters()).device
     batch = make_batch(policy.reference_prompt_ids(prompts), [g.token_ids for g in gens], learner.pad_id, device)
-    ref = learner.token_logprobs(batch, reference_coefficients(1, len(policy.objectives)).to(device))
+    ref = learner.token_logprobs(batch, policy.reference_row().to(device))
     length = batch.response_ids.shape[1]
     logprobs = torch.tensor([g.logprobs + [0.0] * (length - len(g.logprobs)) for g in gens], dtype=torch.float64)
     return E.sequence_kl(logprobs, ref.double().cpu(), batch.response_mask.double().cpu())
@@ -149,6 +147,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
+    if config.policy.kind == "experts":
+        return train_experts(config, resume=resume, progress=progress)
     check_run_folder(config, resume)
     accelerator = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
                               log_with=config.log_with or None, project_dir=str(config.run_dir))
@@ -159,7 +159,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     accumulation = config.optim.accumulation_steps
     for step in run.steps():
         weights, alpha = draw_weighting(config, step)
-        coefficients = policy.head_weights(weights[None], alpha).to(accelerator.device)
+        coefficients = policy.parameter_coefficients(policy.head_weights(weights[None], alpha)).to(
+            accelerator.device)
         timer = {"generate": 0.0, "score": 0.0, "update": 0.0}
         records = []
         for micro in range(accumulation):
@@ -180,3 +181,20 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         timer["update"] += time.perf_counter() - t0
         run.record(step, weights, alpha, records, timer, grad_norms)
     return run.finish()
+
+
+def train_experts(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> Path:
+    """Train one single-objective expert per objective (``policy.kind: experts``): a fixed-weighting run at
+    ``w = e_i`` each, ``steps / m`` steps long, in ``OUTPUT/experts/<objective>``. Returns ``OUTPUT``; a resumed
+    run continues the expert it stopped in and starts the ones after it."""
+    import json
+
+    from polyalign.training.run import CONFIG, build_objectives
+
+    check_run_folder(config, resume)
+    names = build_objectives(config).names
+    config.run_dir.mkdir(parents=True, exist_ok=True)
+    (config.run_dir / CONFIG).write_text(json.dumps(config.identity(), indent=2, sort_keys=True) + "\n")
+    for expert in config.expert_runs(names):
+        train(expert, resume=resume and (expert.run_dir / CONFIG).is_file(), progress=progress)
+    return config.run_dir

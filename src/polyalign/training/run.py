@@ -64,7 +64,6 @@ def build_run(config: TrainConfig, accelerator) -> RunParts:
     """Objectives, prompts, the policy at the reference, its learner, optimizer and schedule."""
     from transformers import get_scheduler
 
-    from polyalign.policies.clp import CLP
     from polyalign.prompts import load_prompts
     from polyalign.training.learner import Learner
 
@@ -72,10 +71,12 @@ def build_run(config: TrainConfig, accelerator) -> RunParts:
     prompts = load_prompts(config.prompts, limit=config.prompt_limit)
     p = config.policy
     torch.manual_seed(mix_seed(config.seed, 7))
-    policy = CLP.create(objectives.names, p.model, p.selector, p.f_mix, p.alpha_min, rank=p.rank,
+    cls, options = policy_class(config)
+    policy = cls.create(objectives.names, p.model, p.selector, p.f_mix, p.alpha_min, rank=p.rank,
                         lora_alpha=p.lora_alpha, seed=mix_seed(config.seed, 3), device=p.device or accelerator.device,
-                        dtype=p.dtype, chat=p.chat, prompt_conditioning=p.prompt_conditioning)
-    learner = Learner(policy.conditioned, policy.bank.vocab_size, _pad_id(policy.bank.tokenizer))
+                        dtype=p.dtype, chat=p.chat, prompt_conditioning=p.prompt_conditioning, **options)
+    learner = Learner(policy.conditioned, policy.bank.vocab_size, _pad_id(policy.bank.tokenizer),
+                      objectives=len(policy.objectives))
     o = config.optim
     optimizer = torch.optim.AdamW([
         {"params": learner.policy_parameters(), "lr": o.lr},
@@ -84,6 +85,21 @@ def build_run(config: TrainConfig, accelerator) -> RunParts:
     scheduler = get_scheduler(o.schedule, optimizer, num_warmup_steps=o.warmup_steps,
                               num_training_steps=config.steps)
     return RunParts(policy, learner, objectives, prompts, optimizer, scheduler)
+
+
+def policy_class(config: TrainConfig) -> tuple[type, dict[str, Any]]:
+    """The policy a run trains and its class options: how (w, alpha) reach the model is the policy's business
+    (Eq. 3 mixing, the prompt, or a fixed weighting), never the recipe's."""
+    from polyalign.policies.clp import CLP
+    from polyalign.policies.morlhf import MORLHF
+    from polyalign.policies.prompted import Prompted
+
+    kind = config.policy.kind
+    if kind == "morlhf":
+        return MORLHF, {"points": [(config.sampler.weights, config.sampler.alpha)]}
+    if kind == "experts":
+        raise ConfigError("an experts run is one morlhf run per objective: train it with polyalign.training.train")
+    return {"clp": CLP, "prompted": Prompted}[kind], {}
 
 
 def mix_seed(*parts: int) -> int:
