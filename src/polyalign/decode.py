@@ -244,6 +244,9 @@ class _Row:
     index: int
     draft: Draft
     detok: Detokenizer
+    finisher: _Finisher
+    warpers: LogitsProcessorList | None = None
+    """The row's sampling warpers (shared by rows with the same settings); None decodes it greedily."""
     generator: torch.Generator | None = None
     sent: int = 0
 
@@ -252,7 +255,9 @@ class DecodeSession:
     """One generation (greedy or sampling) over ``prompts``: ``n`` rows per prompt, stepped until every row is
     done. Owns the bank's per-generation state; rows leave the batch (and the caches) as soon as they finish.
 
-    ``for events in session``... or :meth:`step` one token for every live row at a time.
+    ``for events in session``... or :meth:`step` one token for every live row at a time. Rows that join later may
+    bring their own options (:meth:`add`), so one session serves requests of any length, stop strings, strategy
+    and sampling settings (a server's scheduler keeps one session running, :mod:`polyalign.serve.scheduler`).
     """
 
     def __init__(self, steering: Steering, prompts: Sequence[str], config: GenerationConfig) -> None:
@@ -263,8 +268,7 @@ class DecodeSession:
         self.seed = config.seed if config.seed is not None else secrets.randbits(63)
         self.constraints = constraints(config, bank.eos_ids)
         self.constraints_penalise = config.repetition_penalty != 1.0
-        self.warpers = warpers(config) if config.strategy == "sample" else None
-        self.finisher = _Finisher(config, bank.eos_ids)
+        self._warpers: dict[tuple, LogitsProcessorList] = {}
         self.rows: list[_Row] = []
         self.drafts: list[Draft] = []
         self.prompt_ids: list[list[int]] = []
@@ -272,20 +276,26 @@ class DecodeSession:
         self.state = None
         self.add(prompts, steering.weights)
 
-    def add(self, prompts: Sequence[str], weights: torch.Tensor, seed: int | None = None) -> list[int]:
+    def add(self, prompts: Sequence[str], weights: torch.Tensor, seed: int | None = None,
+            config: GenerationConfig | None = None) -> list[int]:
         """Rows for more prompts (``n`` each, with the head's weights ``[len(prompts), M]``) join at the next step:
         continuous batching. Returns their row indices (``drafts[i]``). With ``seed`` their sampling is seeded as a
-        generation of these prompts alone with that seed; without, they continue the session's own seed."""
-        bank, n = self.bank, self.config.n
-        state, logprobs = bank.start(prompts, self.config.max_new_tokens, weights)
+        generation of these prompts alone with that seed; without, they continue the session's own seed.
+
+        ``config`` (default: the session's) sets these rows' length, stops, ``n``, strategy and sampling warpers;
+        ``min_new_tokens`` and ``repetition_penalty`` act on the whole batch and must be the session's."""
+        config = self._row_config(config)
+        bank, n = self.bank, config.n
+        state, logprobs = bank.start(prompts, config.max_new_tokens, weights)
         expand = torch.arange(len(prompts), device=bank.device).repeat_interleave(n)
         if n > 1:
             state.select(expand)
             logprobs = logprobs[:, expand]
         weights = weights.to(bank.device)[expand]
         first, offset = len(self.drafts), (self._prompts if seed is None else 0)
-        new = [_Row(first + j, Draft(), Detokenizer(bank.tokenizer),
-                    self._generator(self.seed if seed is None else seed, offset + j // n, j % n))
+        finisher, row_warpers = _Finisher(config, bank.eos_ids), self._row_warpers(config)
+        new = [_Row(first + j, Draft(), Detokenizer(bank.tokenizer), finisher, row_warpers,
+                    self._generator(row_warpers, self.seed if seed is None else seed, offset + j // n, j % n))
                for j in range(len(expand))]
         seen = seen_tokens(state.prompt_ids, bank.vocab_size, bank.device) if self.constraints_penalise else None
         lengths = torch.zeros(len(new), dtype=torch.long, device=bank.device)
@@ -303,8 +313,29 @@ class DecodeSession:
         self.rows += new
         return [r.index for r in new]
 
-    def _generator(self, seed: int, prompt_index: int, sample: int) -> torch.Generator | None:
-        if self.warpers is None:
+    def _row_config(self, config: GenerationConfig | None) -> GenerationConfig:
+        if config is None:
+            return self.config
+        if config.strategy == "beam":
+            raise ConfigError("a decode session runs greedy or sample decoding; beam search is decode.beam_search")
+        for name in ("min_new_tokens", "repetition_penalty"):
+            if getattr(config, name) != getattr(self.config, name):
+                raise ConfigError(f"rows joining a session share its {name} ({getattr(self.config, name)}); got "
+                                  f"{getattr(config, name)}: start another session")
+        return config
+
+    def _row_warpers(self, config: GenerationConfig) -> LogitsProcessorList | None:
+        """One warper list per distinct sampling setting, so that rows sharing it are warped as one batch."""
+        if config.strategy != "sample":
+            return None
+        key = (config.temperature, config.top_k, config.top_p)
+        if key not in self._warpers:
+            self._warpers[key] = warpers(config)
+        return self._warpers[key]
+
+    def _generator(self, row_warpers: LogitsProcessorList | None, seed: int, prompt_index: int, sample: int
+                   ) -> torch.Generator | None:
+        if row_warpers is None:
             return None
         return torch.Generator(device=self.bank.device).manual_seed(row_seed(seed, prompt_index, sample))
 
@@ -321,12 +352,7 @@ class DecodeSession:
         """Pick one token for every live row; return their events. Finished rows leave the session."""
         ctx = StepContext(self.logprobs, self.weights, self.lengths, self.seen)
         policy, scores = policy_scores(self.steering, self.constraints, ctx)
-        if self.warpers is not None:
-            probs = torch.softmax(self.warpers(None, scores), dim=-1)
-            tokens = torch.cat([torch.multinomial(probs[j], 1, generator=r.generator)
-                                for j, r in enumerate(self.rows)])
-        else:
-            tokens = scores.argmax(dim=-1)
+        tokens = self._pick(scores)
         picked = [tokens.double(), policy.gather(-1, tokens[:, None]).squeeze(-1).double()]
         ref = self.steering.reference
         if ref is not None:
@@ -335,9 +361,9 @@ class DecodeSession:
         events, keep = [], []
         for j, row in enumerate(self.rows):
             token = int(host[0][j])
-            self.finisher.add(row.draft, row.detok, token, host[1][j], host[2][j] if ref is not None else None)
+            row.finisher.add(row.draft, row.detok, token, host[1][j], host[2][j] if ref is not None else None)
             text, reason = row.draft.text, row.draft.finish_reason
-            ready = len(text) if reason else _streamable(text, self.config.stop, row.sent)
+            ready = len(text) if reason else _streamable(text, row.finisher.config.stop, row.sent)
             events.append(TokenEvent(row.index, token, text[row.sent:ready], reason))
             row.sent = ready
             if reason is None:
@@ -352,12 +378,36 @@ class DecodeSession:
             self.logprobs = self.state.step(tokens)
         return events
 
+    def _pick(self, scores: torch.Tensor) -> torch.Tensor:
+        """Each row's token: the argmax for greedy rows; a draw from its own generator after its warpers for
+        sampled rows (rows sharing warpers are warped as one batch)."""
+        tokens = scores.argmax(dim=-1)
+        groups: dict[int, list[int]] = {}
+        for j, row in enumerate(self.rows):
+            if row.warpers is not None:
+                groups.setdefault(id(row.warpers), []).append(j)
+        for js in groups.values():
+            index = torch.tensor(js, device=scores.device)
+            probs = torch.softmax(self.rows[js[0]].warpers(None, scores[index]), dim=-1)
+            tokens[index] = torch.cat([torch.multinomial(probs[k], 1, generator=self.rows[j].generator)
+                                       for k, j in enumerate(js)])
+        return tokens
+
+    def remove(self, indices: Sequence[int]) -> None:
+        """Drop the live rows ``indices`` (of ``drafts``) before the next step, e.g. for a client that went away;
+        their caches are freed and their drafts keep what was decoded (``finish_reason`` None)."""
+        drop = set(indices)
+        keep = [j for j, row in enumerate(self.rows) if row.index not in drop]
+        if len(keep) < len(self.rows):
+            self._keep(keep)
+
     def _keep(self, keep: list[int]) -> None:
         self.rows = [self.rows[j] for j in keep]
         if not keep:
             return
         index = torch.tensor(keep, device=self.bank.device)
         self.state.select(index)
+        self.state.trim()
         self.logprobs, self.weights, self.lengths = self.logprobs[:, index], self.weights[index], self.lengths[index]
         if self.seen is not None:
             self.seen = self.seen[index]

@@ -207,6 +207,19 @@ class BankState:
         self.prompt_ids = [self.prompt_ids[i] for i in index.tolist()]
 
     @torch.inference_mode()
+    def trim(self) -> None:
+        """Cut the cache columns that are left padding in every live row (rows that joined late were padded to
+        the batch's width; once the older rows leave, that width is waste that every later step would attend)."""
+        for st in self.groups:
+            lead = int((st.mask.shape[1] - st.mask.sum(-1)).min())
+            layers = st.cache.layers
+            if lead <= 0 or any(type(x).__name__ != "DynamicLayer" or x.is_sliding for x in layers):
+                continue
+            for layer in layers:
+                layer.keys, layer.values = layer.keys[:, :, lead:], layer.values[:, :, lead:]
+            st.mask = st.mask[:, lead:]
+
+    @torch.inference_mode()
     def extend(self, other: BankState) -> None:
         """Append ``other``'s rows (e.g. a new request prefilled by :meth:`ModelBank.start`) after this state's:
         rows join a running generation at a step boundary. The shorter caches are padded on the left, masked."""

@@ -78,13 +78,15 @@ class EnginePolicy:
         return DecodeSession(steering, prompts, config or GenerationConfig())
 
     def join(self, session: DecodeSession, prompts: Sequence[str] | str, weights: WeightsLike,
-             alpha: float | None = None, seed: int | None = None) -> list[int]:
+             alpha: float | None = None, seed: int | None = None, config: GenerationConfig | None = None
+             ) -> list[int]:
         """Add prompts to a running ``session`` of this policy (continuous batching): their rows join at its next
-        step and decode as they would alone. Returns their row indices in ``session.drafts``."""
+        step and decode as they would alone, with their own ``config`` (length, stops, ``n``, strategy, sampling;
+        default: the session's). Returns their row indices in ``session.drafts``."""
         if session.steering.bank is not self.bank or session.steering.head is not self.head:
             raise ConfigError("that session belongs to another policy")
         prompts, _, steering = self.steering(prompts, weights, alpha)
-        return session.add(prompts, steering.weights, seed)
+        return session.add(prompts, steering.weights, seed, config)
 
     def generate(self, prompts: Sequence[str] | str, weights: WeightsLike, alpha: float | None = None,
                  config: GenerationConfig | None = None) -> list[Generation]:
