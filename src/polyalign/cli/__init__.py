@@ -17,6 +17,7 @@ from polyalign.cli.demo import demo
 from polyalign.cli.evaluate import evaluate
 from polyalign.cli.generate import generate
 from polyalign.cli.objectives import objectives_command, score_command
+from polyalign.cli.serve import serve
 from polyalign.cli.train import train
 from polyalign.errors import PolyalignError
 
@@ -43,6 +44,7 @@ app.command()(demo)
 app.command("objectives")(objectives_command)
 app.command("score")(score_command)
 app.command()(train)
+app.command()(serve)
 
 
 def _debugging(argv: list[str]) -> bool:
