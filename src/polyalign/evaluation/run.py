@@ -56,7 +56,7 @@ def evaluate(
             weightings = config.weightings(names, mc.alphas) if method.weightings is None else \
                 build_weightings(names, method.weightings, mc.alphas)
             if method.single_point:
-                weightings = [Weighting(tuple(1.0 / len(names) for _ in names), mc.alphas[0])]
+                weightings = [Weighting(tuple(1.0 / len(names) for _ in names), a) for a in mc.alphas]
             sweeps.append(run_sweep(
                 method.policy, prompts, weightings, objectives, config=config.generation, progress=progress,
                 name=mc.name, value_alpha=config.value_alpha, batch_size=config.batch_size,

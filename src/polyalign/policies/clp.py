@@ -285,6 +285,21 @@ def weighting_text(objectives: Sequence[str], weights: Sequence[float] | None, a
     return f"Objective weights: {text}. KL strength alpha={alpha:.3f}."
 
 
+def parse_weighting_text(text: str, objectives: Sequence[str]) -> tuple[list[float] | None, float]:
+    """The weighting and alpha a CONDPROMPT text states (:func:`weighting_text`'s inverse, to its 2 and 3 decimals)."""
+    import re
+
+    match = re.fullmatch(r"Objective weights: (.*)\. KL strength alpha=([0-9.]+)\.", text.strip())
+    if match is None:
+        raise ConfigError(f"not a CONDPROMPT weighting text: {text!r}")
+    if match[1].startswith("none"):
+        return None, float(match[2])
+    pairs = dict(item.split("=") for item in match[1].split(", "))
+    if sorted(pairs) != sorted(objectives):
+        raise ConfigError(f"the text names {sorted(pairs)}, the objectives are {list(objectives)}")
+    return [float(pairs[n]) for n in objectives], float(match[2])
+
+
 def _save_peft_adapter(c: LoRAConditionedModel, i: int, path: Path, base: str) -> None:
     from peft import LoraConfig
 

@@ -146,7 +146,8 @@ class ModConfig(PolicyConfig):
 
 
 class DeraConfig(PolicyConfig):
-    """DeRa: ``aligned`` realigned toward ``reference`` by lambda (the weight) or alpha (with ``trained_alpha``)."""
+    """DeRa: ``aligned`` realigned toward ``reference`` by lambda (the weight) or alpha (with ``trained_alpha``; a
+    trained expert's ``checkpoint`` knows its own). Evaluated over several objectives, only alpha steers it."""
 
     kind: Literal["dera"]
     aligned: ExpertConfig
@@ -165,6 +166,11 @@ class DeraConfig(PolicyConfig):
             reference = ExpertConfig(model=self.aligned.model or trained["base_model"], name="reference")
         else:
             reference = self.reference
+        if self.objective is None and objectives and len(objectives) > 1:  # steered by alpha only
+            from polyalign.policies.dera import DeRaOverObjectives
+
+            return DeRaOverObjectives(self.aligned.build(), reference.build(), objectives, trained_alpha,
+                                      **self._placement)
         return DeRa(self.aligned.build(), reference.build(), name, trained_alpha, **self._placement)
 
 

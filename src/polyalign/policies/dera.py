@@ -5,12 +5,14 @@ MOD's reverse-KL combination with one expert; the only new thing is how ``alpha`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from polyalign.errors import ConfigError
 from polyalign.experts import Expert
 from polyalign.policies.mod import MOD
-from polyalign.weights import SCALAR
+from polyalign.weights import REAL, SCALAR
 
 
 def kl_strength(alpha: float) -> float:
@@ -54,3 +56,19 @@ class DeRa(MOD):
             raise ConfigError("DeRa maps alpha to lambda only when it knows the alpha its model was aligned at: "
                               "pass trained_alpha=..., or give lambda as the weight")
         return weights * dera_lambda(alpha, self.trained_alpha)
+
+
+class DeRaOverObjectives(DeRa):
+    """DeRa in a comparison over several objectives (CLP paper, Section 5): its aligned model was trained at one
+    weighting, so weights cannot steer it; alpha does, as ``lambda(alpha)``. Every weighting decodes the same."""
+
+    weight_domain = REAL
+    steerable = False
+
+    def __init__(self, aligned: Expert, reference: Expert, objectives: Sequence[str],
+                 trained_alpha: float | None = None, **kwargs) -> None:
+        super().__init__(aligned, reference, "aligned", trained_alpha, **kwargs)
+        self.objectives = list(objectives)
+
+    def head_weights(self, weights: torch.Tensor, alpha: float | None) -> torch.Tensor:
+        return super().head_weights(torch.ones(weights.shape[0], 1, dtype=weights.dtype), alpha)

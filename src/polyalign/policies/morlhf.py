@@ -122,7 +122,7 @@ def same_architecture(folders: list[Path], metas: list[dict[str, Any]]) -> dict[
     """The shared architecture of several checkpoints; refuse ones that differ (objectives, selector, shapes)."""
     archs = [architecture(m, repr(str(f))) | {"rank": m.get("rank"), "lora_alpha": m.get("lora_alpha")}
              for f, m in zip(folders, metas, strict=True)]
-    for key in ("objectives", "selector", "f_mix", "alpha_min", "rank", "lora_alpha", "base_model"):
+    for key in ("objectives", "selector", "f_mix", "alpha_min", "rank", "lora_alpha"):
         values = {repr(a[key]) for a in archs}
         if len(values) > 1:
             raise ConfigError(f"these checkpoints differ in {key} ({', '.join(sorted(values))}): models to combine "

@@ -34,9 +34,16 @@ class _Strict(BaseModel):
 
 
 class PolicySection(_Strict):
-    """The conditioned policy to train (CLP, Algorithm 2), initialised at the reference (Algorithm 1)."""
+    """The policy to train, initialised at the reference (Algorithm 1). ``kind`` says how (w, alpha) reach it:
 
-    kind: Literal["clp"] = "clp"
+    * ``clp``: per-objective copies mixed by Eq. 3, w and alpha sampled per batch (CLP Algorithm 1);
+    * ``prompted``: one copy, the weighting written only into the prompt (CLP Appendix A.2), w and alpha sampled;
+    * ``morlhf``: one copy trained at the fixed ``sampler.weights`` and ``sampler.alpha``;
+    * ``experts``: one ``morlhf`` run per objective at ``w = e_i`` (``steps`` split evenly between them), in
+      ``OUTPUT/experts/<objective>``: the experts of Rewarded Soups, MOD and DeRa.
+    """
+
+    kind: Literal["clp", "prompted", "morlhf", "experts"] = "clp"
     model: str = Field(DEFAULT_MODEL, description="The reference (SFT) model the copies start from.")
     selector: str = Field("lora", description="Which parameters get per-objective copies (see CLP selectors).")
     f_mix: Literal["softmdp", "linear"] = "softmdp"
