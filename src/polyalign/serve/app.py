@@ -381,14 +381,19 @@ class _Reply:
 
 async def _collect(request: Request, scheduler: Scheduler, job: Job, bridge: _Bridge, reply: _Reply) -> JSONResponse:
     """Wait for the whole answer; a client that disconnects meanwhile frees its rows."""
+    checked = time.monotonic()
     try:
         while not reply.done:
             try:
-                update = await asyncio.wait_for(bridge.queue.get(), timeout=0.5)
+                update = await asyncio.wait_for(bridge.queue.get(), timeout=0.25)
             except asyncio.TimeoutError:
+                update = None
+            if time.monotonic() - checked > 0.25:  # tokens may arrive faster than that: look by the clock
+                checked = time.monotonic()
                 if await request.is_disconnected():
                     scheduler.cancel(job)
                     return JSONResponse(ApiError(499, "client disconnected").body(), 499)
+            if update is None:
                 continue
             if isinstance(update, Failed):
                 raise update.error

@@ -3,6 +3,7 @@ socket (bound before any model loads, so a port in use fails at once), and uvico
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import socket
@@ -118,4 +119,20 @@ def run(served: list[Served], sock: socket.socket, limits: Limits, api_key: str 
     app = create_app(served, limits, api_key)
     config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=int(limits.shutdown_grace) or 1,
                             access_log=log_level == "debug")
-    uvicorn.Server(config).run(sockets=[sock])
+    _graceful(config).run(sockets=[sock])
+    print("polyalign serve: stopped", flush=True)
+
+
+def _graceful(config):
+    """uvicorn's server, except that a SIGINT/SIGTERM that shut it down gracefully is a clean exit (status 0)
+    rather than the signal raised again afterwards (which would end the CLI as an interrupted command)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            with super().capture_signals():
+                yield
+                getattr(self, "_captured_signals", []).clear()
+
+    return Server(config)
