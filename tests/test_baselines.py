@@ -213,3 +213,41 @@ def test_training_configs_of_the_baselines_are_checked(tmp_path, extra, message)
     data = config_data(Path("m"), Path("p"), tmp_path / "run", **extra)
     with pytest.raises(ConfigError, match=message):
         parse_train_config(data)
+
+
+def _compare_config(tmp_path: Path, model: Path, **train) -> dict:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(PROMPTS) + "\n")
+    defaults = config_data(model, prompts, tmp_path / "unused", **{"batch_size": 2, "generation.max_new_tokens": 4,
+                                                                 "sampler.alpha": 0.1})
+    defaults.pop("output")
+    out = tmp_path / "compare"
+    return {"output": str(out), "train_defaults": defaults, "train": train or {
+        "experts": {"policy": {"kind": "experts"}, "steps": 2}, "clp": {"steps": 2}},
+        "evaluation": {"objectives": OBJECTIVES, "prompts": PROMPTS[:2], "weights": {"simplex": 2},
+                       "generation": {"max_new_tokens": 3}, "n_bootstrap": 10,
+                       "methods": [{"name": "clp", "kind": "clp", "checkpoint": str(out / "clp")},
+                                   {"name": "soup", "kind": "soup", "experts": [str(out / "experts")]}]}}
+
+
+def test_compare_trains_every_run_on_equal_budgets_then_evaluates_and_a_rerun_trains_nothing(tmp_path, tiny_models):
+    from polyalign.compare import CompareConfig, run_compare
+
+    config = CompareConfig.model_validate(_compare_config(tmp_path, tiny_models[0]))
+    done = run_compare(config, progress=False, echo=lambda *_: None)
+    assert done["budget_sequences"] == {"experts": 4, "clp": 4}
+    assert {f.method for f in done["result"].indicators} == {"clp", "soup"}
+    saved = json.loads((tmp_path / "compare" / "compare.json").read_text())
+    assert set(saved["train_seconds"]) == {"experts", "clp"} and Path(saved["paths"]["html"]).is_file()
+    metrics = (tmp_path / "compare" / "clp" / "metrics.jsonl").read_text()
+    run_compare(config, progress=False, echo=lambda *_: None)  # finished runs are not trained again
+    assert (tmp_path / "compare" / "clp" / "metrics.jsonl").read_text() == metrics
+
+
+def test_compare_refuses_unequal_budgets_before_training(tmp_path, tiny_models):
+    from polyalign.compare import CompareConfig, train_configs
+
+    config = CompareConfig.model_validate(_compare_config(
+        tmp_path, tiny_models[0], experts={"policy": {"kind": "experts"}, "steps": 2}, clp={"steps": 4}))
+    with pytest.raises(ConfigError, match=r"different numbers of sequences \(\{'experts': 4, 'clp': 8\}\)"):
+        train_configs(config)

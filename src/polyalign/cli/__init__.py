@@ -13,6 +13,7 @@ import traceback
 
 import typer
 
+from polyalign.cli.compare import compare
 from polyalign.cli.demo import demo
 from polyalign.cli.evaluate import evaluate
 from polyalign.cli.generate import generate
@@ -44,6 +45,7 @@ app.command()(demo)
 app.command("objectives")(objectives_command)
 app.command("score")(score_command)
 app.command()(train)
+app.command()(compare)
 app.command()(serve)
 
 
