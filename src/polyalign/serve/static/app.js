@@ -51,8 +51,9 @@ function selectModel(id) {
   state.panels.forEach((p) => main.appendChild(p.root));
   $("compare").dispatchEvent(new Event("change"));
   const m = state.model;
-  const alpha = m.alpha ? `, alpha in [${m.alpha.min}, ${m.alpha.max}]` : "";
-  setStatus(`${m.id}: objectives ${m.objectives.map((o) => o.name).join(", ")} (${m.weight_domain.description}${alpha})`);
+  const alpha = m.alpha ? `; alpha (KL strength) in [${m.alpha.min}, ${m.alpha.max}]` : "";
+  const names = m.objectives.map((o) => o.name).join(", ");
+  setStatus(`${m.id} steers ${names}. Weights: ${m.weight_domain.description}${alpha}.`);
 }
 
 function slider(panel, label, min, max, value, onInput) {
