@@ -181,3 +181,4 @@ def _register_builtins() -> None:
     import polyalign.policies.morlhf  # noqa: F401
     import polyalign.policies.prompted  # noqa: F401
     import polyalign.policies.soup  # noqa: F401
+    import polyalign.training.fdpo_recipe  # noqa: F401 - registers 'fdpo_expert'

@@ -20,6 +20,7 @@ from polyalign.cli.generate import generate
 from polyalign.cli.objectives import objectives_command, score_command
 from polyalign.cli.serve import serve
 from polyalign.cli.train import train
+from polyalign.cli.train_expert import train_expert
 from polyalign.errors import PolyalignError
 
 app = typer.Typer(
@@ -45,6 +46,7 @@ app.command()(demo)
 app.command("objectives")(objectives_command)
 app.command("score")(score_command)
 app.command()(train)
+app.command("train-expert")(train_expert)
 app.command()(compare)
 app.command()(serve)
 

@@ -15,6 +15,9 @@ def evaluate(
     output_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder; overrides output_dir.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace results of another config there.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars on stderr.")] = True,
+    allow_divergence_mismatch: Annotated[bool, typer.Option(
+        "--allow-divergence-mismatch", help="MOD methods decode f-DPO experts trained under another divergence.")
+    ] = False,
 ) -> None:
     """Sweep every method over the weight grid; write results JSON/CSV, plots and an HTML report.
 
@@ -26,6 +29,10 @@ def evaluate(
     cfg = load_config(config)
     if output_dir is not None:
         cfg = cfg.model_copy(update={"output_dir": output_dir})
+    if allow_divergence_mismatch:
+        methods = [type(m).model_validate(m.model_dump() | {"allow_divergence_mismatch": True}) if m.kind == "mod"
+                   else m for m in cfg.methods]
+        cfg = cfg.model_copy(update={"methods": methods})
     result, paths = run_evaluation(cfg, progress=progress, overwrite=overwrite)
     out = Console()
     table = Table(title=f"fronts (hypervolume reference {[round(x, 4) for x in result.reference_point]})")

@@ -79,6 +79,8 @@ def generate(
     reference: Annotated[str | None, typer.Option(help="Reference model; default --model; 'none' to omit.")] = None,
     reference_system: Annotated[str | None, typer.Option(help="System prompt of the reference.")] = None,
     divergence: Annotated[str, typer.Option(help="reverse_kl, forward_kl, jsd, alpha:0.5, jeffrey.")] = "reverse_kl",
+    allow_divergence_mismatch: Annotated[bool, typer.Option(
+        "--allow-divergence-mismatch", help="Decode f-DPO experts trained under another divergence anyway.")] = False,
     weights: Annotated[str, typer.Option("--weights", "-w", help="One weight per objective, e.g. 0.5,0.5.")] = "",
     alpha: Annotated[float | None, typer.Option(help="KL strength in [0, 1], for policies that take one.")] = None,
     stream: Annotated[bool, typer.Option(help="Print tokens as they come (one prompt, greedy/sample).")] = False,
@@ -104,7 +106,9 @@ def generate(
     else:
         described = parse_policy(policy_from_options(model, persona, adapter, expert_model, reference,
                                                      reference_system, divergence), "options")
-    for field, value in (("device", device), ("dtype", dtype)):
+    settings = (("device", device), ("dtype", dtype)) + \
+        ((("allow_divergence_mismatch", True),) if allow_divergence_mismatch else ())
+    for field, value in settings:
         if value is not None and field in type(described).model_fields:
             described = described.model_copy(update={field: value})
     steered = described.build()

@@ -115,6 +115,8 @@ class ModConfig(PolicyConfig):
     reference: ExpertConfig | Literal["none"] | None = None
     reference_system_prompt: str | None = None
     divergence: str = "reverse_kl"
+    allow_divergence_mismatch: bool = Field(False, description="Decode f-DPO experts trained under another "
+                                                               "divergence anyway (MOD's optimality is then lost).")
 
     @model_validator(mode="after")
     def _one_source(self) -> ModConfig:
@@ -142,7 +144,8 @@ class ModConfig(PolicyConfig):
         names = self.expert_names
         if any(n is None for n in names):
             names = objectives if objectives is not None and len(objectives) == len(experts) else None
-        return MOD(experts, reference, self.divergence, names, **self._placement)
+        return MOD(experts, reference, self.divergence, names,
+                   allow_divergence_mismatch=self.allow_divergence_mismatch, **self._placement)
 
 
 class DeraConfig(PolicyConfig):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 
 from polyalign import divergences
 from polyalign.decode import Combine
-from polyalign.errors import ConfigError, WeightsError
+from polyalign.errors import ConfigError, DivergenceError, WeightsError
 from polyalign.experts import Expert, ModelBank
 from polyalign.models import DEFAULT_MODEL
 from polyalign.policies.base import EnginePolicy
@@ -35,10 +37,13 @@ class MOD(EnginePolicy):
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         chat: bool = True,
+        allow_divergence_mismatch: bool = False,
     ) -> None:
         self.divergence = divergences.require_barrier(divergences.get(divergence))
         if not experts:
             raise ConfigError("MOD needs at least one expert")
+        if not allow_divergence_mismatch:
+            check_trained_divergences(experts, self.divergence.name)
         names = list(objectives) if objectives is not None else [e.label for e in experts]
         if len(names) != len(experts):
             raise ConfigError(f"{len(names)} objective names for {len(experts)} experts: give one name per expert")
@@ -76,3 +81,34 @@ class MOD(EnginePolicy):
                 f"without a reference model MOD needs reverse KL and weights summing to 1 (got "
                 f"{self.divergence.name}, sums {weights.sum(-1).tolist()[:8]}): pass reference=Expert(...)")
         return weights
+
+
+def trained_metadata(expert: Expert) -> dict[str, Any] | None:
+    """The ``policy.json`` of an f-DPO expert (``polyalign train-expert``) in the expert's adapter or model
+    directory: divergence, beta, base model, objective; None for any other expert."""
+    from polyalign.files import read_json
+
+    for spec in (expert.adapter, expert.model):
+        meta_file = Path(spec).expanduser() / "policy.json" if spec else None
+        if meta_file is not None and meta_file.is_file():
+            meta = read_json(meta_file, "expert metadata")
+            if isinstance(meta, dict) and meta.get("kind") == "fdpo_expert":
+                return meta
+    return None
+
+
+def check_trained_divergences(experts: Sequence[Expert], decoding: str) -> None:
+    """Refuse experts trained under another divergence than the decoding one: MOD's combination (Eq. 5) is the
+    optimum for the weighted reward only when every expert is f-optimal under the same f (MOD paper, Sec. 4)."""
+    for expert in experts:
+        meta = trained_metadata(expert)
+        if meta is None:
+            continue
+        trained = divergences.get(str(meta.get("divergence"))).name
+        if trained != decoding:
+            where = expert.adapter or expert.model
+            raise DivergenceError(
+                f"expert {expert.label!r} ({where}) was trained by f-DPO under {trained} (beta {meta.get('beta')}) "
+                f"but MOD decodes under {decoding}: the combination is optimal only for experts trained under the "
+                f"decoding divergence (Shi et al. 2024); decode with divergence {trained!r}, or allow the mismatch "
+                "(allow_divergence_mismatch=True, --allow-divergence-mismatch)")
