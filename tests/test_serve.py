@@ -378,3 +378,9 @@ def test_serve_starts_from_a_policy_yaml_answers_and_shuts_down_gracefully(tmp_p
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_request_the_model_cannot_fit_is_a_400_streamed_or_not(client):
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError, match="positions"):  # under max_prompt_tokens, over the context
+            chat(client, "hello world " * 7, max_tokens=180, stream=stream)

@@ -304,10 +304,26 @@ async def _complete(request: Request, by_name: dict[str, Served], limits: Limits
     served.scheduler.submit(job)
     reply = _Reply(served.name, chat, served.objectives, layout, body.alpha)
     if body.stream:
+        await _admitted(served.scheduler, job, bridge, reply)  # a refusal at admission is still a 4xx status
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         return StreamingResponse(_sse(served.scheduler, job, bridge, reply, include_usage),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     return await _collect(request, served.scheduler, job, bridge, reply)
+
+
+async def _admitted(scheduler: Scheduler, job: Job, bridge: _Bridge, reply: _Reply) -> None:
+    """Wait until the request's rows joined the batch (its prompt was read), or raise why it could not."""
+    try:
+        update = await bridge.queue.get()
+    except asyncio.CancelledError:
+        scheduler.cancel(job)
+        raise
+    if isinstance(update, Failed):
+        raise update.error
+    if isinstance(update, Admitted):
+        reply.admitted(update.prompt_tokens)
+    else:  # cannot happen: tokens come after admission; keep it for the stream
+        bridge.queue.put_nowait(update)
 
 
 class _Reply:
