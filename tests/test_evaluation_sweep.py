@@ -120,7 +120,7 @@ def test_summary_indicators_on_the_toy_front():
 def test_write_outputs_from_a_sweep(tmp_path):
     sweep = run_sweep(ToyPolicy(), PROMPTS, simplex_grid(2, 3), ToyObjectives(), progress=False, name="toy")
     paths = write_outputs(sweep, tmp_path / "run")
-    assert set(paths) == {"json", "csv", "pareto", "kl_reward", "relative_value", "html"}
+    assert set(paths) == {"json", "csv", "pareto", "kl_reward", "html"}  # one method: no ratios, no ratio plot
     assert all(p.is_file() and p.stat().st_size > 0 for p in paths.values())
     assert load_results(tmp_path / "run").sweeps[0] == sweep
 

@@ -1,12 +1,14 @@
 """Files of a run folder: results.json (the source of truth), results.csv, PNG plots and report.html.
 
 Everything but results.json is drawn from it, so re-running on existing results only redraws. The JSON
-stores the config hash; a folder written under another configuration is refused, never mixed.
+stores the config hash; a folder written under another configuration is refused, never mixed. A plot with
+nothing to show (no KL, no second method for the ratios) is not written.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from polyalign.files import make_dir, read_text, write_text
 
 RESULTS_JSON = "results.json"
 OUTPUT_FILES = (RESULTS_JSON, "results.csv", "pareto.png", "kl_reward.png", "relative_value.png", "report.html")
-"""Every file a run folder receives."""
+"""Every file a run folder may receive."""
 
 
 def load_results(run_dir: str | Path) -> EvaluationResult | None:
@@ -70,8 +72,14 @@ def write_csv(result: EvaluationResult, path: Path) -> Path:
     return path
 
 
+def results_hash(result: EvaluationResult) -> str:
+    """sha256 of the sweeps, for results summarised without a config (:func:`write_outputs` on sweeps)."""
+    data = "\n".join(s.model_dump_json() for s in result.sweeps)
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
 def draw(result: EvaluationResult, run_dir: str | Path, examples: int = 3) -> dict[str, Path]:
-    """Everything derived from the results: CSV, the three plots and the HTML report."""
+    """Everything derived from the results: CSV, the plots that have something to show and the HTML report."""
     run_dir = Path(run_dir)
     paths = {
         "csv": write_csv(result, run_dir / "results.csv"),
@@ -79,6 +87,7 @@ def draw(result: EvaluationResult, run_dir: str | Path, examples: int = 3) -> di
         "kl_reward": kl_reward_plot(result, run_dir / "kl_reward.png"),
         "relative_value": relative_value_plot(result, run_dir / "relative_value.png"),
     }
+    paths = {kind: path for kind, path in paths.items() if path is not None}
     paths["html"] = write_text(run_dir / "report.html", render_html(result, paths, examples), "report")
     return paths
 
@@ -90,12 +99,15 @@ def write_outputs(
 ) -> dict[str, Path]:
     """Write results.json and draw every derived file; sweeps are summarised first (indicators, ratios).
 
-    Returns the paths by kind: ``json``, ``csv``, ``pareto``, ``kl_reward``, ``relative_value``, ``html``.
+    Returns the paths by kind: ``json``, ``csv``, ``pareto``, ``kl_reward`` and ``relative_value`` (where they
+    have something to show), ``html``. Results without a config hash get :func:`results_hash` instead.
     """
     if isinstance(results, SweepResult):
         results = [results]
     if not isinstance(results, EvaluationResult):
         results = summarize(list(results))
+    if not results.config_hash:
+        results = results.model_copy(update={"config_hash": results_hash(results)})
     run_dir = make_dir(run_dir, "evaluation output folder")
     json_path = write_text(run_dir / RESULTS_JSON, results.model_dump_json(indent=1), "results file")
     return {"json": json_path, **draw(results, run_dir, examples)}
