@@ -384,3 +384,24 @@ def test_a_request_the_model_cannot_fit_is_a_400_streamed_or_not(client):
     for stream in (False, True):
         with pytest.raises(openai.BadRequestError, match="positions"):  # under max_prompt_tokens, over the context
             chat(client, "hello world " * 7, max_tokens=180, stream=stream)
+
+
+def test_a_clp_policy_takes_alpha_in_its_range_and_simplex_weights(tiny_models):
+    from polyalign.policies import CLP
+
+    policy = CLP.create(["short", "kind"], str(tiny_models[0]), "lora", alpha_min=0.05)
+    limits = Limits(max_tokens=8, default_max_tokens=4)
+    with live_server([Served("clp", policy, SlowScheduler(policy, 8, 8, "clp"))], limits, api_key=None) as live:
+        client = openai.OpenAI(base_url=live.api, api_key="unused", max_retries=0, timeout=60)
+        card = client.models.retrieve("clp").model_extra
+        assert card["weight_domain"]["kind"] == "simplex" and card["alpha"]["min"] == 0.05
+        assert [(o["min"], o["max"]) for o in card["objectives"]] == [(0.0, 1.0), (0.0, 1.0)]
+        weights = {"short": 0.3, "kind": 0.7}
+        reply = client.chat.completions.create(model="clp", messages=message(), max_tokens=5, temperature=0,
+                                               extra_body={"objective_weights": weights, "alpha": 0.5})
+        (gen,) = policy.generate(PROMPT, [0.3, 0.7], alpha=0.5, config=GenerationConfig(max_new_tokens=5))
+        assert reply.choices[0].message.content == gen.text and reply.model_extra["alpha"] == 0.5
+        for bad in ({"alpha": 0.01}, {"objective_weights": {"short": 0.6, "kind": 0.6}}):
+            with pytest.raises(openai.BadRequestError):
+                client.chat.completions.create(model="clp", messages=message(), max_tokens=3, temperature=0,
+                                               extra_body=bad)

@@ -242,34 +242,17 @@ class Plan:
 def plan(served: Served, limits: Limits, body: Sampling, prompts: list[str]) -> Plan:
     """Check a request against the limits and the policy, and lay out its rows (spread or not)."""
     policy = served.policy
-    if body.n > limits.max_n:
-        raise ApiError(400, f"n must be at most {limits.max_n}, got {body.n}", "n", "too_many_choices")
-    max_tokens = body.limit if body.limit is not None else min(limits.default_max_tokens, limits.max_tokens)
-    if max_tokens > limits.max_tokens:
-        raise ApiError(400, f"max_tokens must be at most {limits.max_tokens}, got {max_tokens}", "max_tokens",
-                       "max_tokens_too_large")
-    for i, prompt in enumerate(prompts):
-        count = len(policy.bank.tokenizer(prompt, add_special_tokens=False, split_special_tokens=True)["input_ids"])
-        if count > limits.max_prompt_tokens:
-            raise ApiError(400, f"prompt {i} is {count} tokens long; this server takes at most "
-                           f"{limits.max_prompt_tokens}", "messages", "context_length_exceeded")
+    options = _options(body, _max_tokens(body, limits))
+    _check_prompts(policy, prompts, limits)
+    _check_alpha(served, body.alpha)
     weights = request_weights(body.objective_weights, served.objectives, policy.weight_domain)
-    if body.alpha is not None and served.alpha is None:
-        raise ApiError(400, f"{served.name} takes no alpha ({policy.alpha_meaning})", "alpha", "alpha_not_supported")
-    if body.alpha is not None and body.alpha < served.alpha["min"]:
-        raise ApiError(400, f"alpha must lie in [{served.alpha['min']}, 1], got {body.alpha}", "alpha", "invalid_value")
-    sample = body.temperature is None or body.temperature > 0
-    options = {"max_new_tokens": max_tokens, "strategy": "sample" if sample else "greedy",
-               "temperature": body.temperature if sample and body.temperature else 1.0, "top_p": body.top_p,
-               "stop": body.stops, "seed": body.seed}
     if body.spread:
         if body.n < 2:
             raise ApiError(400, "spread needs n of at least 2: it decodes the n choices at n weightings", "spread")
         if not getattr(policy, "steerable", True):
             raise ApiError(400, f"{served.name} is not steered by weights, so there is nothing to spread", "spread")
         choices = spread(weights, body.n, body.spread_radius, policy.weight_domain)
-        job_prompts = [p for p in prompts for _ in choices]
-        job_weights, n = choices * len(prompts), 1
+        job_prompts, job_weights, n = [p for p in prompts for _ in choices], choices * len(prompts), 1
     else:
         choices, job_prompts, job_weights, n = [weights], prompts, [weights] * len(prompts), body.n
     try:
@@ -277,8 +260,45 @@ def plan(served: Served, limits: Limits, body: Sampling, prompts: list[str]) -> 
         config = GenerationConfig(n=n, **options)
     except PolyalignError as exc:
         raise ApiError(400, str(exc), "objective_weights" if "weight" in str(exc) else None) from None
-    per_choice = [choices[k % len(choices)] if body.spread else weights for k in range(len(prompts) * body.n)]
+    per_choice = [choices[k % len(choices)] for k in range(len(prompts) * body.n)]
     return Plan(job_prompts, job_weights, per_choice, config, body.n if body.spread else 1)
+
+
+def _max_tokens(body: Sampling, limits: Limits) -> int:
+    if body.n > limits.max_n:
+        raise ApiError(400, f"n must be at most {limits.max_n}, got {body.n}", "n", "too_many_choices")
+    max_tokens = body.limit if body.limit is not None else min(limits.default_max_tokens, limits.max_tokens)
+    if max_tokens > limits.max_tokens:
+        raise ApiError(400, f"max_tokens must be at most {limits.max_tokens}, got {max_tokens}", "max_tokens",
+                       "max_tokens_too_large")
+    return max_tokens
+
+
+def _check_prompts(policy, prompts: list[str], limits: Limits) -> None:
+    """The user's text within ``max_prompt_tokens`` (the model's own context is checked when the rows join)."""
+    for i, prompt in enumerate(prompts):
+        count = len(policy.bank.tokenizer(prompt, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+        if count > limits.max_prompt_tokens:
+            raise ApiError(400, f"prompt {i} is {count} tokens long; this server takes at most "
+                           f"{limits.max_prompt_tokens}", "messages", "context_length_exceeded")
+
+
+def _check_alpha(served: Served, alpha: float | None) -> None:
+    if alpha is None:
+        return
+    if served.alpha is None:
+        raise ApiError(400, f"{served.name} takes no alpha ({served.policy.alpha_meaning})", "alpha",
+                       "alpha_not_supported")
+    if alpha < served.alpha["min"]:
+        raise ApiError(400, f"alpha must lie in [{served.alpha['min']}, 1], got {alpha}", "alpha", "invalid_value")
+
+
+def _options(body: Sampling, max_tokens: int) -> dict[str, Any]:
+    """The request's decoding options: temperature 0 is greedy (OpenAI's default, 1, samples)."""
+    sample = body.temperature is None or body.temperature > 0
+    return {"max_new_tokens": max_tokens, "strategy": "sample" if sample else "greedy",
+            "temperature": body.temperature if sample and body.temperature else 1.0, "top_p": body.top_p,
+            "stop": body.stops, "seed": body.seed}
 
 
 class _Bridge:
