@@ -46,6 +46,8 @@ def train_expert(
 
     Prints the expert's directory: decode it with polyalign generate --adapter NAME=DIR --divergence (the same).
     """
+    import json
+
     from polyalign.errors import ConfigError
     from polyalign.training.fdpo_config import load_expert_config
     from polyalign.training.fdpo_recipe import train_expert as run_training
@@ -70,6 +72,10 @@ def train_expert(
         extra.append("policy.kind=full")
     cfg = load_expert_config(config, extra)
     expert = run_training(cfg, resume=resume, progress=progress)
+    stats = json.loads((cfg.run_dir / "preferences.json").read_text())
+    if stats.get("source") == "generated":
+        typer.echo(f"pairs: {stats['pairs']} from {stats['prompts']} prompts ({stats['ties']} ties and "
+                   f"{stats['identical']} identical responses dropped)", err=True)
     typer.echo(f"expert: {expert} (divergence {cfg.divergence}, beta {cfg.beta:g}; decode with "
                f"--adapter {cfg.expert_name}={expert} --divergence {cfg.divergence})"
                if cfg.policy.kind == "lora" else f"expert: {expert} (divergence {cfg.divergence}, beta {cfg.beta:g})")
