@@ -44,8 +44,9 @@ def serve(
         raise ConfigError("--api-key / POLYALIGN_API_KEY is empty: give a key or leave it unset")
     if log_level not in ("critical", "error", "warning", "info", "debug", "trace"):
         raise ConfigError(f"--log-level must be one of critical, error, warning, info, debug, got {log_level!r}")
-    limits = Limits(max_prompt_tokens, max_tokens, min(default_max_tokens, max_tokens), max_n, 16, max_queue,
-                    max_rows, max_body_bytes, shutdown_grace)
+    limits = Limits(max_prompt_tokens=max_prompt_tokens, max_tokens=max_tokens,
+                    default_max_tokens=min(default_max_tokens, max_tokens), max_n=max_n, max_queue=max_queue,
+                    max_rows=max_rows, max_body_bytes=max_body_bytes, shutdown_grace=shutdown_grace)
     check_names(policy)
     sock = bind(host, port)  # a port in use fails now, not after the models load
     try:

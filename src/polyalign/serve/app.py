@@ -27,7 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from polyalign.errors import PolyalignError
+from polyalign.errors import ConfigError, PolyalignError
 from polyalign.interface import GenerationConfig
 from polyalign.serve.scheduler import Admitted, Failed, Job, Scheduler, Tokens
 from polyalign.serve.schemas import ApiError, ChatRequest, CompletionRequest, Sampling, chat_prompt, validation_error
@@ -99,8 +99,6 @@ def _alpha_range(policy) -> dict[str, Any] | None:
 
 def check_servable(policy, name: str) -> None:
     """Refuse, at start-up, a policy the scheduler cannot batch (it needs polyalign's decode sessions)."""
-    from polyalign.errors import ConfigError
-
     if not all(callable(getattr(policy, attr, None)) for attr in ("start", "join", "head_weights")):
         raise ConfigError(f"policy {name!r} ({type(policy).__name__}) is not decoded by polyalign's engine (it has no "
                           "start/join sessions), so the server cannot batch it; serve an EnginePolicy")

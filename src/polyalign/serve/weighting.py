@@ -26,7 +26,7 @@ SUGGESTED_REAL_RANGE = (-0.5, 1.5)
 """Slider range of the playground for policies whose weights are any reals (MOD)."""
 
 
-def default_weights(objectives: list[str], domain: WeightDomain) -> list[float]:
+def default_weights(objectives: list[str]) -> list[float]:
     """The weighting of a request that names none: equal weights summing to 1 (one weight: 1)."""
     return [1.0 / len(objectives)] * len(objectives)
 
@@ -34,7 +34,7 @@ def default_weights(objectives: list[str], domain: WeightDomain) -> list[float]:
 def request_weights(named: dict[str, float] | None, objectives: list[str], domain: WeightDomain) -> list[float]:
     """The weight vector, in the policy's order, for ``objective_weights``; names not given weigh 0."""
     if named is None:
-        return default_weights(objectives, domain)
+        return default_weights(objectives)
     unknown = [k for k in named if k not in objectives]
     if unknown:
         raise ApiError(400, f"unknown objective(s) {unknown}: this policy steers {objectives}", "objective_weights",
@@ -76,7 +76,7 @@ def spread(weights: list[float], n: int, radius: float, domain: WeightDomain) ->
 def describe_weights(objectives: list[str], domain: WeightDomain) -> list[dict[str, Any]]:
     """What ``/v1/models`` lists per objective: its valid range (None: unbounded) and the playground's range."""
     out = []
-    for name, default in zip(objectives, default_weights(objectives, domain), strict=True):
+    for name, default in zip(objectives, default_weights(objectives), strict=True):
         if domain.kind == "simplex":
             low, high, suggested = 0.0, 1.0, (0.0, 1.0)
         else:
