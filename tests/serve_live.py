@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from polyalign.policies import MOD
-from polyalign.serve import Limits, Scheduler, Served, create_app
-from polyalign.serve.server import bind
+from polyalign.serve import Limits, Scheduler, Served
+from polyalign.serve.server import bind, uvicorn_server
 
 PERSONAS = {"terse": "be terse and brief.", "warm": "be warm, kind and enthusiastic!"}
 KEY = "test-key"
@@ -49,6 +49,7 @@ class GatedScheduler(Scheduler):
 class Live:
     url: str
     served: list[Served]
+    server: object = None
 
     @property
     def api(self) -> str:
@@ -57,12 +58,10 @@ class Live:
 
 @contextlib.contextmanager
 def live_server(served: list[Served], limits: Limits, api_key: str | None = KEY) -> Iterator[Live]:
-    """Run the app on 127.0.0.1 at a free port until the block ends (then a graceful shutdown)."""
-    import uvicorn
-
+    """Run the app on 127.0.0.1 at a free port until the block ends (then a graceful shutdown); ``Live.server``
+    is uvicorn's server (``should_exit`` stops it)."""
     sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(create_app(served, limits, api_key), log_level="warning",
-                                           timeout_graceful_shutdown=2))
+    server = uvicorn_server(served, limits, api_key, log_level="warning")
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -71,7 +70,7 @@ def live_server(served: list[Served], limits: Limits, api_key: str | None = KEY)
             raise RuntimeError("the test server did not start")
         time.sleep(0.02)
     try:
-        yield Live(f"http://127.0.0.1:{sock.getsockname()[1]}", served)
+        yield Live(f"http://127.0.0.1:{sock.getsockname()[1]}", served, server)
     finally:
         server.should_exit = True
         thread.join(30)

@@ -405,3 +405,27 @@ def test_a_clp_policy_takes_alpha_in_its_range_and_simplex_weights(tiny_models):
             with pytest.raises(openai.BadRequestError):
                 client.chat.completions.create(model="clp", messages=message(), max_tokens=3, temperature=0,
                                                extra_body=bad)
+
+
+def test_shutdown_gives_a_running_request_its_grace_then_a_clean_error(policy):
+    limits = Limits(max_tokens=150, default_max_tokens=4, shutdown_grace=0.5)
+    scheduler = SlowScheduler(policy, 8, 8, "tiny")
+    scheduler.delay = 0.02  # 150 steps: far longer than the grace
+    errors, started = [], threading.Event()
+    with live_server([Served("tiny", policy, scheduler)], limits, api_key=None) as live:
+        client = openai.OpenAI(base_url=live.api, api_key="unused", max_retries=0, timeout=60)
+
+        def long_request():
+            try:
+                for _ in chat(client, max_tokens=150, stream=True):
+                    started.set()
+            except openai.APIError as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=long_request)
+        thread.start()
+        assert started.wait(30)
+        live.server.should_exit = True
+        thread.join(30)
+        assert not scheduler.alive
+    assert len(errors) == 1 and "shut down before this request finished" in str(errors[0])

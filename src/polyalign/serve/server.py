@@ -110,29 +110,34 @@ def describe(served: list[Served], address: str, api_key: bool) -> list[str]:
 def run(served: list[Served], sock: socket.socket, limits: Limits, api_key: str | None = None,
         log_level: str = "info") -> None:
     """Serve until interrupted; on SIGINT/SIGTERM in-flight requests get ``limits.shutdown_grace`` seconds."""
-    import uvicorn
-
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     for line in describe(served, f"http://{shown}:{port}", api_key is not None):
         print(line, flush=True)
-    app = create_app(served, limits, api_key)
-    config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=int(limits.shutdown_grace) or 1,
-                            access_log=log_level == "debug")
-    _graceful(config).run(sockets=[sock])
+    uvicorn_server(served, limits, api_key, log_level).run(sockets=[sock])
     print("polyalign serve: stopped", flush=True)
 
 
-def _graceful(config):
-    """uvicorn's server, except that a SIGINT/SIGTERM that shut it down gracefully is a clean exit (status 0)
-    rather than the signal raised again afterwards (which would end the CLI as an interrupted command)."""
+def uvicorn_server(served: list[Served], limits: Limits, api_key: str | None = None, log_level: str = "info"):
+    """uvicorn's server for the app, with two changes to its shutdown. First the schedulers drain: nothing new is
+    admitted (503), what runs gets ``limits.shutdown_grace`` seconds, and what is left then ends with a clean 503
+    error (a chunk, when streaming) instead of a cut connection; then uvicorn closes the connections. And a
+    SIGINT/SIGTERM that stopped it so is a clean exit (status 0), not the signal raised again afterwards."""
+    import asyncio
+
     import uvicorn
 
     class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None) -> None:
+            await asyncio.gather(*(asyncio.to_thread(s.scheduler.stop, limits.shutdown_grace) for s in served))
+            await super().shutdown(sockets)
+
         @contextlib.contextmanager
         def capture_signals(self):
             with super().capture_signals():
                 yield
                 getattr(self, "_captured_signals", []).clear()
 
+    config = uvicorn.Config(create_app(served, limits, api_key), log_level=log_level,
+                            timeout_graceful_shutdown=int(limits.shutdown_grace) + 5, access_log=log_level == "debug")
     return Server(config)
