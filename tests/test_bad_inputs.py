@@ -205,6 +205,20 @@ CASES = [
     # --- evaluation configs ---------------------------------------------------------------------------------
     case("evaluate-reference-point-length", "evaluate -c c.yaml", "reference_point has 3 values",
          {"c.yaml": evaluation(reference_point=[0, 0, 0])}),
+    # --- the baselines (issue 8) ----------------------------------------------------------------------------
+    case("evaluate-unknown-method-kind", "evaluate -c c.yaml", "unknown policy kind 'soups'; known kinds:",
+         {"c.yaml": evaluation(methods=[{"name": "s", "kind": "soups", "experts": ["x"]}])}),
+    case("evaluate-soup-over-a-missing-expert", "evaluate -c c.yaml", "checkpoint 'no-such-run' does not exist",
+         {"c.yaml": evaluation(methods=[{"name": "s", "kind": "soup", "experts": ["no-such-run"]}])}),
+    case("evaluate-morlhf-without-checkpoints", "evaluate -c c.yaml", "checkpoints: List should have at least 1",
+         {"c.yaml": evaluation(methods=[{"name": "m", "kind": "morlhf", "checkpoints": []}])}),
+    case("train-experts-odd-steps", "train -c t.yaml", "make steps (3) a multiple of 2",
+         {"t.yaml": yaml.safe_dump({"output": "run", "objectives": ["concise", "sentiment"], "steps": 3,
+                                    "policy": {"kind": "experts"}, "sampler": {"alpha": 0.1}})}),
+    case("compare-unequal-budgets", "compare -c c.yaml", "the runs generate different numbers of sequences",
+         {"c.yaml": yaml.safe_dump({"output": "out", "train_defaults": {"objectives": ["concise"]},
+                                    "train": {"a": {"steps": 2}, "b": {"steps": 4}},
+                                    "evaluation": EVALUATION})}),
 ]
 
 GOOD = {
