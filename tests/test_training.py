@@ -323,3 +323,16 @@ def test_cli_refuses_bad_runs_in_one_line(tiny_models, prompts_file, tmp_path, c
     under_file = apply_overrides(missing_model, [f"output={tmp_path / 'a-file' / 'run'}"])
     code, err = run_cli(["train", "-c", str(_write(tmp_path, under_file)), "--no-progress"], capsys)
     assert code == 2 and err.count("\n") == 1 and "run folder" in err, err
+
+
+def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start_without_doubled_lines(
+        tiny_models, prompts_file, tmp_path):
+    import shutil
+
+    config = parse_train_config(config_data(tiny_models[0], prompts_file, tmp_path / "run", steps=2,
+                                            checkpoint_every=2))
+    train(config, progress=False)
+    shutil.rmtree(tmp_path / "run" / "checkpoints")  # as if killed after writing lines, before any checkpoint
+    train(config, resume=True, progress=False)
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(ln)["step"] for ln in lines] == [1, 2]

@@ -135,7 +135,12 @@ class Run:
         model loaded, on every process before the main one writes)."""
         if resume:
             latest = ckpt.latest_checkpoint(self.folder)
-            return 0 if latest is None else self._restore(latest)
+            if latest is not None:
+                return self._restore(latest)
+            if self.main:  # killed before its first checkpoint: its lines are redone from step 1
+                _truncate_metrics(self.folder / METRICS, 0)
+            self.accelerator.wait_for_everyone()
+            return 0
         self.accelerator.wait_for_everyone()
         if self.main:
             self.folder.mkdir(parents=True, exist_ok=True)
