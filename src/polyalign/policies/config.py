@@ -275,10 +275,9 @@ class SoupConfig(PolicyConfig):
 
     @property
     def expert_names(self) -> list[str]:
-        from polyalign.checkpoint import read_meta, resolve
-        from polyalign.policies.soup import expand_experts
+        from polyalign.policies.morlhf import objectives_of
 
-        return list(read_meta(resolve(expand_experts(self.experts)[0]))["objectives"])
+        return objectives_of(self.experts)
 
     def build(self, objectives: list[str] | None = None) -> SteerablePolicy:
         from polyalign.policies.soup import Soup
@@ -296,16 +295,14 @@ class MorlhfConfig(PolicyConfig):
 
     @property
     def expert_names(self) -> list[str]:
-        from polyalign.checkpoint import read_meta, resolve
-        from polyalign.policies.soup import expand_experts
+        from polyalign.policies.morlhf import objectives_of
 
-        return list(read_meta(resolve(expand_experts(self.checkpoints)[0]))["objectives"])
+        return objectives_of(self.checkpoints)
 
     def build(self, objectives: list[str] | None = None) -> SteerablePolicy:
         from polyalign.policies.morlhf import MORLHF
-        from polyalign.policies.soup import expand_experts
 
-        return MORLHF.assemble(expand_experts(self.checkpoints), model=self.model, **self._placement)
+        return MORLHF.assemble(self.checkpoints, model=self.model, **self._placement)
 
 
 class PythonConfig(_Strict):

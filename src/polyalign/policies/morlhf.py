@@ -90,7 +90,7 @@ class MORLHF(CLP):
     @classmethod
     def assemble(cls, paths: Sequence[str | Path], *, model: str | None = None, **placement: Any) -> MORLHF:
         """One MORLHF policy over several trained MORLHF checkpoints (or run folders) on one base model."""
-        folders, metas = read_points(paths, KIND)
+        folders, metas = read_points(paths)
         arch = same_architecture(folders, metas)
         points = [p for meta in metas for p in meta["points"]]
         seen: dict[tuple, Path] = {}
@@ -105,11 +105,29 @@ class MORLHF(CLP):
         return policy
 
 
-def read_points(paths: Sequence[str | Path], kind: str) -> tuple[list[Path], list[dict[str, Any]]]:
-    """Resolved checkpoint folders and their ``policy.json``; each must be a MORLHF checkpoint."""
-    if not paths:
+def expand_runs(paths: Sequence[str | Path] | str | Path) -> list[Path]:
+    """Checkpoint paths from: checkpoints, run folders, or experts runs (their ``experts/*`` runs)."""
+    out: list[Path] = []
+    for p in [paths] if isinstance(paths, (str, Path)) else paths:
+        folder = Path(p).expanduser()
+        if (folder / "experts").is_dir():
+            out += sorted(d for d in (folder / "experts").iterdir() if d.is_dir())
+        else:
+            out.append(folder)
+    return out
+
+
+def objectives_of(paths: Sequence[str | Path]) -> list[str]:
+    """The objectives the first of these checkpoints was trained for (what its weights are named after)."""
+    return list(ckpt.read_meta(ckpt.resolve(expand_runs(paths)[0]))["objectives"])
+
+
+def read_points(paths: Sequence[str | Path]) -> tuple[list[Path], list[dict[str, Any]]]:
+    """Resolved checkpoint folders (:func:`expand_runs`) and their ``policy.json``; each must be a MORLHF
+    checkpoint."""
+    folders = [ckpt.resolve(p) for p in expand_runs(paths)]
+    if not folders:
         raise ConfigError("give at least one checkpoint")
-    folders = [ckpt.resolve(p) for p in paths]
     metas = [ckpt.read_meta(f) for f in folders]
     for folder, meta in zip(folders, metas, strict=True):
         if meta.get("kind") != KIND:

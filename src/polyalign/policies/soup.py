@@ -34,7 +34,7 @@ class Soup(CLP):
     def from_experts(cls, paths: Sequence[str | Path], *, model: str | None = None, **placement: Any) -> Soup:
         """The soup of expert checkpoints (or run folders), one per objective, in any order: each expert's trained
         weighting ``e_i`` names the objective it steers."""
-        folders, metas = read_points(expand_experts(paths), "morlhf")
+        folders, metas = read_points(paths)
         arch = same_architecture(folders, metas)
         objectives = list(arch["objectives"])
         slot: dict[int, int] = {}
@@ -63,18 +63,6 @@ def _objective_of(w: Sequence[float], objectives: list[str], folder: Path) -> in
         raise ConfigError(f"{str(folder)!r} was trained at w={list(w)}, not at one objective's e_i: a soup mixes "
                           "single-objective experts (for a front of fixed weightings, use kind: morlhf)")
     return hot[0]
-
-
-def expand_experts(paths: Sequence[str | Path]) -> list[Path]:
-    """Expert checkpoints from paths: a checkpoint, a run folder, or an experts run (its ``experts/*`` runs)."""
-    out: list[Path] = []
-    for p in [paths] if isinstance(paths, (str, Path)) else paths:
-        folder = Path(p).expanduser()
-        if (folder / "experts").is_dir():
-            out += sorted(d for d in (folder / "experts").iterdir() if d.is_dir())
-        else:
-            out.append(folder)
-    return out
 
 
 ckpt.register_loader(KIND, loader(Soup))
