@@ -41,9 +41,10 @@ def caution(prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/safety-fdpo"))
-    parser.add_argument("--prompts", type=int, default=48, help="training prompts (builtin:train)")
+    parser.add_argument("--prompts", type=int, default=32, help="training prompts (builtin:train)")
     parser.add_argument("--k", type=int, default=4, help="responses sampled per prompt")
-    parser.add_argument("--steps", type=int, default=24, help="f-DPO steps per expert (batch 8)")
+    parser.add_argument("--tokens", type=int, default=32, help="tokens sampled per response")
+    parser.add_argument("--steps", type=int, default=8, help="f-DPO steps per expert (batch 8)")
     parser.add_argument("--divergence", default="jsd")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # python:safety_fdpo:caution
@@ -62,8 +63,13 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     prompts = load_prompts("builtin:train", limit=args.prompts)
     t0 = time.perf_counter()
-    responses = sample_responses(Plain(Expert()), prompts, args.k, seed=0,
-                                 generation=GenerationConfig(max_new_tokens=40))
+    cache = out / f"samples-{len(prompts)}x{args.k}x{args.tokens}.json"  # a rerun skips the sampling
+    if cache.is_file():
+        responses = json.loads(cache.read_text())
+    else:
+        responses = sample_responses(Plain(Expert()), prompts, args.k, seed=0,
+                                     generation=GenerationConfig(max_new_tokens=args.tokens))
+        cache.write_text(json.dumps(responses))
     print(f"sampled {args.k} x {len(prompts)} responses in {time.perf_counter() - t0:.0f} s", flush=True)
     objectives = {"harmless": "python:safety_fdpo:caution,name=harmless", "helpful": "relevance:name=helpful"}
     timings = {}
@@ -75,7 +81,7 @@ def main() -> None:
         config = parse_expert_config({
             "output": str(out / name), "objective": name, "divergence": args.divergence, "beta": 0.1,
             "preferences": str(path), "policy": {"kind": "lora", "rank": 8}, "steps": args.steps, "batch_size": 8,
-            "max_length": 256, "optim": {"lr": 5e-4}, "checkpoint_every": args.steps})
+            "max_length": 128, "optim": {"lr": 1e-3}, "checkpoint_every": args.steps})
         t0 = time.perf_counter()
         resume = (out / name / "config.json").is_file()
         expert = train_expert(config, resume=resume, progress=True)
