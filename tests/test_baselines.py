@@ -251,3 +251,14 @@ def test_compare_refuses_unequal_budgets_before_training(tmp_path, tiny_models):
         tmp_path, tiny_models[0], experts={"policy": {"kind": "experts"}, "steps": 2}, clp={"steps": 4}))
     with pytest.raises(ConfigError, match=r"different numbers of sequences \(\{'experts': 4, 'clp': 8\}\)"):
         train_configs(config)
+
+
+def test_evaluate_refuses_a_missing_checkpoint_of_a_later_method_before_the_first_method_runs(runs, tiny_models,
+                                                                                               tmp_path):
+    config = {"objectives": OBJECTIVES, "prompts": PROMPTS[:1], "output_dir": str(tmp_path / "eval"),
+              "methods": [{"name": "untrained", "kind": "plain", "model": str(tiny_models[0])},
+                          {"name": "dera", "kind": "dera", "aligned": {"checkpoint": str(tmp_path / "gone")}}]}
+    (tmp_path / "eval.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(FileError, match=r"method 'dera': checkpoint .*gone.* does not exist"):
+        evaluate(load_config(tmp_path / "eval.yaml"), progress=False)
+    assert not (tmp_path / "eval" / "results.json").exists()

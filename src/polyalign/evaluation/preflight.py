@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from polyalign.errors import ConfigError
+from polyalign.errors import ConfigError, PolyalignError
 from polyalign.evaluation.config import EvalConfig
 from polyalign.evaluation.outputs import OUTPUT_FILES
 from polyalign.files import check_output_dir, check_output_file
@@ -40,8 +40,14 @@ def check_before_run(config: EvalConfig, *, check_judge_model: bool = True) -> N
 
 
 def _check_methods(config: EvalConfig) -> None:
-    """Every method's policy config is complete and valid (typed, no model loaded)."""
+    """Every method's policy config is complete and valid, and the trained checkpoints it names exist and are of
+    its kind (typed, only ``policy.json`` files read, no model loaded): a bad fifth method fails before the first
+    one runs."""
     from polyalign.policies.config import parse_policy
 
     for mc in config.methods:
-        parse_policy({"kind": mc.kind, **mc.params}, f"method {mc.name!r}")
+        policy = parse_policy({"kind": mc.kind, **mc.params}, f"method {mc.name!r}")
+        try:
+            getattr(policy, "check_checkpoints", lambda: None)()
+        except PolyalignError as exc:
+            raise type(exc)(f"method {mc.name!r}: {exc}") from None

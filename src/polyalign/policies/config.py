@@ -98,6 +98,14 @@ class PolicyConfig(_Strict):
         """The policy; ``objectives`` names what it steers when the config does not (e.g. unnamed experts)."""
         raise NotImplementedError
 
+    def check_checkpoints(self) -> None:
+        """Refuse now, reading only ``policy.json`` files, trained checkpoints that are missing or of the wrong kind."""
+        getattr(self, "expert_names", None)
+        for field in ("aligned", "reference"):
+            role = getattr(self, field, None)
+            if isinstance(role, ExpertConfig):
+                role.trained  # noqa: B018 - reads and checks the checkpoint's policy.json
+
     @property
     def _placement(self) -> dict:
         return {"device": self.device, "dtype": self.dtype, "chat": self.chat}
@@ -216,9 +224,9 @@ class ClpConfig(PolicyConfig):
     def expert_names(self) -> list[str | None] | None:
         if self.checkpoint is None:
             return self.objectives
-        from polyalign.checkpoint import read_meta, resolve
+        from polyalign.checkpoint import read_meta
 
-        return list(read_meta(resolve(self.checkpoint))["objectives"])
+        return list(read_meta(_checkpoint_of(self.checkpoint, "clp"))["objectives"])
 
     def build(self, objectives: list[str] | None = None) -> SteerablePolicy:
         from polyalign.checkpoint import load
