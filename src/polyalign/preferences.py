@@ -203,8 +203,7 @@ def _maybe_messages(cell: str | None) -> Any:
 
 
 def _hf_rows(spec: str, limit: int | None) -> tuple[list[Any], dict[str, str]]:
-    from polyalign.models import first_line
-    from polyalign.prompts import _SAVED_DATASET_MARKERS
+    from polyalign.prompts import load_hf_split
 
     head, *options = spec[len("hf:"):].split(",")
     columns, config = dict(zip(FIELDS, FIELDS, strict=True)), None
@@ -221,25 +220,7 @@ def _hf_rows(spec: str, limit: int | None) -> tuple[list[Any], dict[str, str]]:
     name, split = name.strip(), split.strip() or "train"
     if not name:
         raise ConfigError(f"preference source {spec!r} names no dataset; write hf:DATASET[:SPLIT]")
-    try:
-        import datasets
-    except ImportError:
-        raise ConfigError(f"preference source {spec!r} needs the datasets library: pip install datasets") from None
-    what = f"Hugging Face dataset {name!r} (split {split!r})"
-    folder = Path(name).expanduser()
-    try:
-        if folder.is_dir() and any((folder / m).is_file() for m in _SAVED_DATASET_MARKERS):
-            data = datasets.load_from_disk(str(folder))
-            if isinstance(data, datasets.DatasetDict):
-                if split not in data:
-                    raise ConfigError(f"{what} has no split {split!r}; its splits are: {', '.join(data)}")
-                data = data[split]
-        else:
-            data = datasets.load_dataset(name, name=config, split=split)
-    except ConfigError:
-        raise
-    except Exception as exc:  # any loader failure becomes one line the user can act on
-        raise ConfigError(f"cannot load {what}: {first_line(exc)}") from None
+    data, what = load_hf_split(name, split, config, spec, "preference")
     present = list(data.column_names)
     # without the default prompt column, rows must be whole conversations (checked per row)
     wanted = [columns["chosen"], columns["rejected"]] + ([columns["prompt"]] if columns["prompt"] != "prompt" else [])

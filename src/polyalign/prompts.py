@@ -159,12 +159,13 @@ def _parse_hf(spec: str) -> tuple[str, str, str, str | None]:
     return name, split, column, config
 
 
-def _hf_prompts(spec: str, limit: int | None) -> list[Any]:
-    name, split, column, config = _parse_hf(spec)
+def load_hf_split(name: str, split: str, config: str | None, spec: str, kind: str = "prompt"):
+    """One split of a Hugging Face dataset: a folder saved by ``save_to_disk`` or a dataset the ``datasets`` library
+    loads (its cache, or the hub where reachable); every failure becomes one :class:`ConfigError` naming it."""
     try:
         import datasets
     except ImportError:
-        raise ConfigError(f"prompt source {spec!r} needs the Hugging Face datasets library: "
+        raise ConfigError(f"{kind} source {spec!r} needs the Hugging Face datasets library: "
                           "pip install datasets") from None
     from polyalign.models import first_line
 
@@ -183,6 +184,12 @@ def _hf_prompts(spec: str, limit: int | None) -> list[Any]:
         raise
     except Exception as exc:  # any loader failure becomes one line the user can act on
         raise ConfigError(f"cannot load {what}: {first_line(exc)}") from None
+    return data, what
+
+
+def _hf_prompts(spec: str, limit: int | None) -> list[Any]:
+    name, split, column, config = _parse_hf(spec)
+    data, what = load_hf_split(name, split, config, spec)
     columns = list(getattr(data, "column_names", None) or [])
     if column not in columns:
         raise ConfigError(f"{what} has no column {column!r}; its columns are: {', '.join(columns) or '(none)'}; "
