@@ -163,10 +163,16 @@ class TrainConfig(_Strict):
     def identity(self) -> dict[str, Any]:
         """What must match for ``--resume`` to continue a run: everything but the logging, and the length when the
         learning rate does not depend on it (a constant schedule)."""
-        data = self.model_dump(mode="json")
-        for key in ("log_with", "keep_checkpoints") + (("steps",) if self.optim.schedule == "constant" else ()):
-            data.pop(key)
-        return data
+        return run_identity(self)
+
+
+def run_identity(config: BaseModel) -> dict[str, Any]:
+    """A run config's identity for ``--resume``: its settings but the logging ones, and ``steps`` under a constant
+    schedule (the learning rate does not depend on the length then)."""
+    data = config.model_dump(mode="json")
+    for key in ("log_with", "keep_checkpoints") + (("steps",) if config.optim.schedule == "constant" else ()):
+        data.pop(key)
+    return data
 
 
 def _folder_name(name: str) -> str:
@@ -179,11 +185,15 @@ def parse_train_config(data: Any, source: str = "training config") -> TrainConfi
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
-        unknown = [".".join(str(p) for p in e["loc"]) for e in exc.errors() if e["type"] == "extra_forbidden"]
-        if unknown:
-            raise ConfigError(f"{source}: unknown setting {unknown[0]!r}; see the fields of "
-                              "polyalign.training.TrainConfig") from None
+        refuse_unknown_settings(exc, source, "polyalign.training.TrainConfig")
         raise config_error(exc, f"{source}: ") from None
+
+
+def refuse_unknown_settings(exc: ValidationError, source: str, fields_of: str) -> None:
+    """Raise a :class:`ConfigError` naming the first unknown setting (by its dotted path), if any."""
+    unknown = [".".join(str(p) for p in e["loc"]) for e in exc.errors() if e["type"] == "extra_forbidden"]
+    if unknown:
+        raise ConfigError(f"{source}: unknown setting {unknown[0]!r}; see the fields of {fields_of}") from None
 
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")

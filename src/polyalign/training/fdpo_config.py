@@ -27,7 +27,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from polyalign.errors import ConfigError
 from polyalign.interface import GenerationConfig, config_error
 from polyalign.models import DEFAULT_MODEL
-from polyalign.training.config import OptimSection, _Strict, apply_overrides
+from polyalign.training.config import OptimSection, _Strict, apply_overrides, refuse_unknown_settings, run_identity
 
 
 class ExpertPolicySection(_Strict):
@@ -114,10 +114,7 @@ class ExpertConfig(_Strict):
 
     def identity(self) -> dict[str, Any]:
         """What must match for ``--resume``: everything but logging (and steps under a constant schedule)."""
-        data = self.model_dump(mode="json")
-        for key in ("log_with", "keep_checkpoints") + (("steps",) if self.optim.schedule == "constant" else ()):
-            data.pop(key)
-        return data
+        return run_identity(self)
 
 
 def parse_expert_config(data: Any, source: str = "expert config") -> ExpertConfig:
@@ -126,10 +123,7 @@ def parse_expert_config(data: Any, source: str = "expert config") -> ExpertConfi
     try:
         return ExpertConfig.model_validate(data)
     except ValidationError as exc:
-        unknown = [".".join(str(p) for p in e["loc"]) for e in exc.errors() if e["type"] == "extra_forbidden"]
-        if unknown:
-            raise ConfigError(f"{source}: unknown setting {unknown[0]!r}; see the fields of "
-                              "polyalign.training.fdpo_config.ExpertConfig") from None
+        refuse_unknown_settings(exc, source, "polyalign.training.fdpo_config.ExpertConfig")
         for error in exc.errors():  # a divergence MOD cannot use: its own message, with the reason
             ctx = error.get("ctx") or {}
             if error["loc"] == ("divergence",) and isinstance(ctx.get("error"), ConfigError | ValueError):
