@@ -187,14 +187,12 @@ def train_experts(config: TrainConfig, *, resume: bool = False, progress: bool =
     """Train one single-objective expert per objective (``policy.kind: experts``): a fixed-weighting run at
     ``w = e_i`` each, ``steps / m`` steps long, in ``OUTPUT/experts/<objective>``. Returns ``OUTPUT``; a resumed
     run continues the expert it stopped in and starts the ones after it."""
-    import json
-
-    from polyalign.training.run import CONFIG, build_objectives
+    from polyalign.training.run import CONFIG, build_objectives, write_run_config
 
     check_run_folder(config, resume)
     names = build_objectives(config).names
-    config.run_dir.mkdir(parents=True, exist_ok=True)
-    (config.run_dir / CONFIG).write_text(json.dumps(config.identity(), indent=2, sort_keys=True) + "\n")
+    if not resume:  # a resumed run's config.json was just checked to match
+        write_run_config(config)
     for expert in config.expert_runs(names):
         train(expert, resume=resume and (expert.run_dir / CONFIG).is_file(), progress=progress)
     return config.run_dir

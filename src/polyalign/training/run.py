@@ -144,7 +144,7 @@ class Run:
         self.accelerator.wait_for_everyone()
         if self.main:
             self.folder.mkdir(parents=True, exist_ok=True)
-            (self.folder / CONFIG).write_text(json.dumps(self.config.identity(), indent=2, sort_keys=True) + "\n")
+            write_run_config(self.config)
             (self.folder / METRICS).write_text("")
         self.accelerator.wait_for_everyone()
         return 0
@@ -289,6 +289,12 @@ def weights_digest(learner) -> str:
         h.update(name.encode())
         h.update(p.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def write_run_config(config: TrainConfig) -> None:
+    """The run folder's ``config.json``: what a resumed run must match (:meth:`TrainConfig.identity`)."""
+    config.run_dir.mkdir(parents=True, exist_ok=True)
+    (config.run_dir / CONFIG).write_text(json.dumps(config.identity(), indent=2, sort_keys=True) + "\n")
 
 
 def check_run_folder(config: TrainConfig, resume: bool) -> None:
